@@ -1,0 +1,138 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from vitlib import SimpleViT, ViT
+from vitlib import bench
+from vitlib.layers import Attention
+
+CFG = dict(image_size=16, patch_size=4, num_classes=10, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64)
+
+
+def test_count_parameters_matches_manual_sum_and_excludes_buffers():
+    model = SimpleViT(**CFG)
+    assert bench.count_parameters(model) == sum(p.numel() for p in model.parameters())
+    assert sum(bench.parameters_by_component(model).values()) == bench.count_parameters(model)
+    model.head.weight.requires_grad_(False)
+    assert bench.count_parameters(model, trainable_only=True) == bench.count_parameters(model) - 10 * 32
+
+
+def test_attention_flops_counted_for_the_fused_cpu_kernel():
+    layer = Attention(dim=32, heads=2, dim_head=16)
+    x = torch.randn(3, 20, 32)
+    fused = bench.count_flops(layer, x)
+    layer.fused = False
+    plain = bench.count_flops(layer, x)
+    # q k^T and attn v: 2 * (2 * b * h * n * n * d); projections: 2 * b * n * (32 * 96 + 32 * 32)
+    scores = 4 * 3 * 2 * 20 * 20 * 16
+    projections = 2 * 3 * 20 * (32 * 96 + 32 * 32)
+    assert fused == plain == scores + projections
+
+
+def test_backward_flops_agree_between_fused_and_plain():
+    model = ViT(**CFG)
+    x = torch.randn(2, 3, 16, 16)
+    fused = bench.count_flops(model, x, backward=True)
+    for block in model.transformer.blocks:
+        block.attn.fused = False
+    assert bench.count_flops(model, x, backward=True) == fused
+    assert fused == pytest.approx(3 * bench.count_flops(model, x), rel=0.05)
+
+
+def test_flops_by_component_matches_formulas_and_meta_device():
+    model = ViT(**CFG)
+    x = torch.randn(1, 3, 16, 16)
+    split = bench.flops_by_component(model, x)
+    n, d, depth = 17, 32, 2
+    assert split["attention (scores)"] == depth * 4 * 2 * n * n * 16
+    assert split["attention (projections)"] == depth * 2 * n * (d * 3 * 32 + 32 * d)
+    assert split["mlp"] == depth * 2 * n * (2 * d * 64)
+    assert split["patch embedding"] == 2 * 16 * 48 * d
+    assert split["head"] == 2 * d * 10
+    assert split["other"] == 0
+    with torch.device("meta"):
+        meta_model = ViT(**CFG)
+    assert bench.flops_by_component(meta_model, torch.empty(1, 3, 16, 16, device="meta")) == split
+
+
+def test_time_function_sets_threads_and_returns_positive_times():
+    t = bench.time_function(lambda: torch.randn(64, 64) @ torch.randn(64, 64), num_threads=1, min_run_time=0.05,
+                            batch=4)
+    assert t.threads == 1 and len(t.times) >= 1 and min(t.times) > 0
+    assert t.throughput == pytest.approx(4 / t.median)
+
+
+class Recorder(nn.Module):
+    def __init__(self, name, log):
+        super().__init__()
+        self.name, self.log = name, log
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x):
+        self.log.append(self.name)
+        return self.lin(x)
+
+
+def test_compare_interleaves_models_and_reports_ratios():
+    log = []
+    a, b = Recorder("a", log), Recorder("b", log)
+    x = torch.randn(2, 4)
+    df = bench.compare({"a": (a, x), "b": (b, x)}, rounds=3, min_run_time=0.01, flops=False)
+    # the timed calls come in alternating runs: a..., b..., a..., b..., a..., b...
+    runs = [log[0]]
+    for name in log[1:]:
+        if name != runs[-1]:
+            runs.append(name)
+    assert runs[:6] == ["a", "b", "a", "b", "a", "b"]
+    assert df.loc["a", "time_ratio"] == 1.0
+    assert df.loc["b", "speedup"] == pytest.approx(1 / df.loc["b", "time_ratio"])
+    assert set(df.columns) >= {"params", "median_ms", "iqr_ms", "images_per_s", "time_ratio"}
+
+
+def test_compare_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="received 'eval'"):
+        bench.compare({"a": (nn.Linear(2, 2), torch.randn(1, 2))}, mode="eval")
+    with pytest.raises(ValueError, match="received 'c'"):
+        bench.compare({"a": (nn.Linear(2, 2), torch.randn(1, 2))}, baseline="c")
+
+
+def test_train_step_does_not_touch_the_callers_model():
+    model = SimpleViT(**CFG)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    bench.measure_train_step(model, torch.randn(2, 3, 16, 16), min_run_time=0.01, warmup=1)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_peak_memory_is_none_on_cpu():
+    assert bench.peak_memory(lambda: torch.ones(10), "cpu") is None
+
+
+def test_scaling_sweep_tokens_grow_quadratically_in_scores():
+    df = bench.scaling_sweep(SimpleViT, {k: v for k, v in CFG.items() if k != "image_size"},
+                             [dict(image_size=8), dict(image_size=16)], batch=2, rounds=1, min_run_time=0.01)
+    assert list(df["tokens"]) == [4, 16]
+    assert df["attention (scores)"][1] == 16 * df["attention (scores)"][0]
+    assert df["mlp"][1] == 4 * df["mlp"][0]
+    assert (df["median_ms"] > 0).all()
+
+
+@pytest.fixture
+def restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_cli_writes_figures_and_provenance(tmp_path, capsys, restore_threads):
+    out = tmp_path / "sub" / "anatomy.json"
+    assert bench.main(["anatomy", "--json", str(out), "--batch", "2", "--rounds", "1", "--min-run-time", "0.01",
+                       "--threads", "1"]) == 0
+    data = json.loads(out.read_text())
+    assert data["suite"] == "anatomy"
+    assert data["params"]["ViT"] > data["params"]["SimpleViT"] > 0
+    assert data["simple_vit_inference_speedup"] > 0
+    assert {"device", "torch", "date", "commit", "threads"} <= set(data["provenance"])
+    assert data["provenance"]["threads"] == 1
+    assert "SimpleViT" in capsys.readouterr().out

@@ -1,0 +1,600 @@
+"""Measure models: parameters, FLOPs, latency, throughput and peak memory, and compare them fairly.
+
+Rules the functions follow, because the book's numbers must be trustworthy:
+
+* timings come from :class:`torch.utils.benchmark.Timer` after warm-up, with ``num_threads`` set
+  explicitly (the Timer otherwise runs on one thread), and the figure quoted is the median;
+* :func:`compare` measures several models interleaved, round after round, in one process, so that
+  a noisy neighbour slows them all alike, and reports each one's ratio to a baseline;
+* FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode`, taught to count the fused
+  CPU attention kernel, which it otherwise reports as zero.
+
+Command line: ``python -m vitlib.bench SUITE --json FILE`` runs a suite, prints a table and writes
+the suite's figures to FILE as one JSON object (with the run's provenance).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Mapping
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# torch.utils.benchmark imports cpp_extension, which logs a warning about CUDA_HOME on machines
+# without a CUDA runtime; it concerns compiling extensions, which vitlib never does.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from .layers import Attention, FeedForward, PatchEmbedding  # noqa: E402
+
+__all__ = [
+    "count_parameters",
+    "parameters_by_component",
+    "count_flops",
+    "flops_by_component",
+    "Timing",
+    "time_function",
+    "measure_inference",
+    "measure_train_step",
+    "peak_memory",
+    "compare",
+    "scaling_sweep",
+    "block_time_split",
+    "provenance",
+    "SUITES",
+    "main",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+
+
+def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameters (buffers such as a fixed sin-cos table are not parameters)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def _component_of(model: nn.Module) -> dict[str, str]:
+    """Map each module's qualified name to the book's component names."""
+    kinds: dict[str, str] = {}
+    for name, mod in model.named_modules():
+        if isinstance(mod, PatchEmbedding):
+            kinds[name] = "patch embedding"
+        elif isinstance(mod, Attention):
+            kinds[name] = "attention"
+        elif isinstance(mod, FeedForward):
+            kinds[name] = "mlp"
+        elif name == "head":
+            kinds[name] = "head"
+    return kinds
+
+
+def _owner(name: str, kinds: Mapping[str, str]) -> str | None:
+    """The component that ``name`` (a parameter or module path) lies in, if any."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in kinds:
+            return prefix
+    return None
+
+
+def parameters_by_component(model: nn.Module) -> dict[str, int]:
+    """Parameters of the patch embedding, attention, MLP, head, and everything else
+    (positions, class token, final norm), summed over layers."""
+    kinds = _component_of(model)
+    out = {"patch embedding": 0, "positions + cls": 0, "attention": 0, "mlp": 0, "head": 0, "other": 0}
+    for name, p in model.named_parameters():
+        owner = _owner(name, kinds)
+        if owner is not None:
+            out[kinds[owner]] += p.numel()
+        elif name.split(".")[0] in ("pos_embedding", "cls_token"):
+            out["positions + cls"] += p.numel()
+        else:
+            out["other"] += p.numel()
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def _sdpa_forward_flops(q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+    """``q k^T`` and ``attn v``: 2 FLOPs per multiply-add each."""
+    *batch, n, d = q_shape
+    m, dv = k_shape[-2], v_shape[-1]
+    b = 1
+    for s in batch:
+        b *= s
+    return 2 * b * n * m * d + 2 * b * n * m * dv
+
+
+def _sdpa_backward_flops(grad_shape, q_shape, k_shape, v_shape, *args, **kwargs) -> int:
+    """Gradients of both matmuls (two each): twice the forward, as for the unfused path."""
+    return 2 * _sdpa_forward_flops(q_shape, k_shape, v_shape)
+
+
+def _custom_flop_formulas() -> dict:
+    ops = torch.ops.aten
+    table = {}
+    # The CPU kernel behind F.scaled_dot_product_attention, which FlopCounterMode does not know.
+    if hasattr(ops, "_scaled_dot_product_flash_attention_for_cpu"):
+        table[ops._scaled_dot_product_flash_attention_for_cpu] = _sdpa_forward_flops
+    if hasattr(ops, "_scaled_dot_product_flash_attention_for_cpu_backward"):
+        table[ops._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_backward_flops
+    return table
+
+
+def _flop_counter() -> FlopCounterMode:
+    return FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas())
+
+
+def _run_once(model: nn.Module, inputs, backward: bool) -> None:
+    if backward:
+        out = model(inputs)
+        out.float().sum().backward()
+    else:
+        with torch.no_grad():
+            model(inputs)
+
+
+def count_flops(model: nn.Module, inputs, backward: bool = False) -> int:
+    """FLOPs of one forward pass (and backward with ``backward=True``) on ``inputs``.
+
+    Counts matrix products only (linear layers, convolutions, attention), 2 FLOPs per
+    multiply-add; norms, softmax and activations are not counted. Works on ``meta`` tensors too,
+    so very large models are counted without computing anything.
+    """
+    with _flop_counter() as counter:
+        _run_once(model, inputs, backward)
+    return int(counter.get_total_flops())
+
+
+def _is_score_op(op) -> bool:
+    name = str(op)
+    return "attention" in name or name.endswith(".bmm") or name == "aten.bmm"
+
+
+def flops_by_component(model: nn.Module, inputs, backward: bool = False) -> dict[str, int]:
+    """FLOPs split into patch embedding, attention projections (q, k, v, out: linear in tokens),
+    attention scores (``q k^T`` and ``attn v``: quadratic in tokens), MLP, head and other."""
+    kinds = _component_of(model)
+    with _flop_counter() as counter:
+        _run_once(model, inputs, backward)
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    out = {"patch embedding": 0, "attention (projections)": 0, "attention (scores)": 0, "mlp": 0, "head": 0}
+    for name, kind in kinds.items():
+        for op, n in counts.get(f"{root}.{name}", {}).items():
+            if kind == "attention":
+                out["attention (scores)" if _is_score_op(op) else "attention (projections)"] += int(n)
+            else:
+                out[kind] += int(n)
+    out["other"] = int(counter.get_total_flops()) - sum(out.values())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+@dataclass
+class Timing:
+    """Per-call times in seconds from :func:`time_function`; ``median`` is the figure to quote."""
+
+    times: list[float]
+    threads: int
+    label: str = ""
+    batch: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        q = statistics.quantiles(self.times, n=4)
+        return q[2] - q[0]
+
+    @property
+    def throughput(self) -> float | None:
+        """Items per second at the median, when the batch size is known."""
+        return None if self.batch is None else self.batch / self.median
+
+    def __repr__(self) -> str:
+        return (f"Timing({self.label or 'fn'}: median {self.median * 1e3:.3f} ms, IQR {self.iqr * 1e3:.3f} ms, "
+                f"{len(self.times)} runs, {self.threads} threads)")
+
+
+def _default_threads() -> int:
+    return torch.get_num_threads()
+
+
+def _synchronised(fn: Callable[[], object], device: torch.device | str | None) -> Callable[[], None]:
+    if device is not None and torch.device(device).type == "cuda":
+        def run():
+            fn()
+            torch.cuda.synchronize()
+        return run
+    return fn
+
+
+def time_function(
+    fn: Callable[[], object],
+    *,
+    num_threads: int | None = None,
+    min_run_time: float = 0.5,
+    warmup: int = 3,
+    device: torch.device | str | None = None,
+    label: str = "",
+    batch: int | None = None,
+) -> Timing:
+    """Time ``fn()`` with :class:`torch.utils.benchmark.Timer` after ``warmup`` calls.
+
+    ``num_threads`` defaults to :func:`torch.get_num_threads` (the Timer's own default is one
+    thread). ``blocked_autorange`` runs blocks of calls for at least ``min_run_time`` seconds; the
+    per-call times of all blocks are returned. CUDA work is synchronised inside each call.
+    """
+    threads = num_threads or _default_threads()
+    run = _synchronised(fn, device)
+    for _ in range(warmup):
+        run()
+    timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return Timing(times=list(m.times), threads=threads, label=label, batch=batch)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
+    model.eval()
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    return run
+
+
+def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, lr: float = 1e-4):
+    """One optimisation step (forward, cross-entropy, backward, AdamW) on a private copy of ``model``."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    if y is None:
+        with torch.no_grad():
+            num_classes = model(x[:1]).shape[-1]
+        y = torch.randint(0, num_classes, (x.shape[0],), device=x.device)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return run
+
+
+def measure_inference(model: nn.Module, x: torch.Tensor, **kwargs) -> Timing:
+    """Median latency of ``model(x)`` in eval and inference mode; ``.throughput`` is images/s."""
+    kwargs.setdefault("device", x.device)
+    return time_function(_inference_fn(model, x), batch=x.shape[0], **kwargs)
+
+
+def measure_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> Timing:
+    """Median time of one training step (forward, loss, backward, AdamW step) on a copy of ``model``."""
+    kwargs.setdefault("device", x.device)
+    return time_function(_train_fn(model, x, y), batch=x.shape[0], **kwargs)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int | None:
+    """Peak CUDA memory allocated by ``fn()`` in bytes, above what was allocated before.
+
+    On CPU this returns None: PyTorch's CPU allocator keeps no peak statistic, and the process's
+    resident size measures the allocator and the interpreter as much as the model.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+# ---------------------------------------------------------------------------------------------
+# Comparisons
+
+
+def compare(
+    candidates: Mapping[str, tuple[nn.Module, torch.Tensor]],
+    *,
+    mode: str = "inference",
+    baseline: str | None = None,
+    rounds: int = 3,
+    min_run_time: float = 0.3,
+    num_threads: int | None = None,
+    flops: bool = True,
+    progress: bool = False,
+):
+    """Measure several models interleaved in one process and return a table (pandas DataFrame).
+
+    ``candidates`` maps a name to ``(model, example_batch)``. In each of ``rounds`` rounds every
+    model is timed once (``min_run_time`` seconds of calls), in turn; a model's figure is the
+    median over all its calls. ``mode`` is ``"inference"`` or ``"train"`` (one AdamW step on a
+    copy of the model). Columns: ``params``, ``gflops`` (per image, forward), ``median_ms``,
+    ``iqr_ms``, ``images_per_s``, ``peak_mem_mb`` (CUDA only, else NaN), ``time_ratio`` (time over the
+    baseline's, lower is faster) and ``speedup`` (baseline time over this time). The baseline is
+    the first candidate unless named.
+    """
+    import pandas as pd
+
+    if mode not in ("inference", "train"):
+        raise ValueError(f"mode must be 'inference' or 'train'; received {mode!r}")
+    if not candidates:
+        raise ValueError("compare needs at least one candidate; received none")
+    names = list(candidates)
+    baseline = baseline or names[0]
+    if baseline not in candidates:
+        raise ValueError(f"baseline must be one of {names}; received {baseline!r}")
+    threads = num_threads or _default_threads()
+    fns = {}
+    for name, (model, x) in candidates.items():
+        fns[name] = _inference_fn(model, x) if mode == "inference" else _train_fn(model, x)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    steps = [(r, n) for r in range(rounds) for n in names]
+    iterator: Iterable = steps
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(steps, desc=f"timing {len(names)} models ({mode})", leave=False)
+    for r, name in iterator:
+        x = candidates[name][1]
+        t = time_function(fns[name], num_threads=threads, min_run_time=min_run_time,
+                          warmup=3 if r == 0 else 1, device=x.device)
+        times[name].extend(t.times)
+    rows = []
+    for name in names:
+        model, x = candidates[name]
+        t = Timing(times[name], threads, name, batch=x.shape[0])
+        mem = peak_memory(fns[name], x.device)
+        rows.append({
+            "model": name,
+            "params": count_parameters(model),
+            "gflops": count_flops(model, x[:1]) / 1e9 if flops else float("nan"),
+            "median_ms": t.median * 1e3,
+            "iqr_ms": t.iqr * 1e3,
+            "images_per_s": t.throughput,
+            "peak_mem_mb": float("nan") if mem is None else mem / 2**20,
+        })
+    df = pd.DataFrame(rows).set_index("model")
+    df["time_ratio"] = df["median_ms"] / df.loc[baseline, "median_ms"]
+    df["speedup"] = 1.0 / df["time_ratio"]
+    df.attrs.update(mode=mode, baseline=baseline, rounds=rounds, threads=threads,
+                    batch={n: int(candidates[n][1].shape[0]) for n in names},
+                    device=str(candidates[names[0]][1].device))
+    return df
+
+
+def scaling_sweep(
+    model_cls,
+    base_config: Mapping,
+    settings: list[Mapping],
+    *,
+    batch: int = 8,
+    device: torch.device | str = "cpu",
+    rounds: int = 2,
+    min_run_time: float = 0.2,
+    num_threads: int | None = None,
+    progress: bool = False,
+):
+    """Build ``model_cls(**base_config, **setting)`` for each setting, count its FLOPs per image
+    (split as in :func:`flops_by_component`) and time its inference, interleaved over ``rounds``.
+
+    Returns a DataFrame with the setting's keys, ``tokens``, the FLOP components, ``gflops`` and
+    ``median_ms`` (per batch of ``batch``)."""
+    import pandas as pd
+
+    device = torch.device(device)
+    runs = []
+    for s in settings:
+        cfg = {**base_config, **s}
+        model = model_cls(**cfg).to(device).eval()
+        h, w = model.patch_embedding.image_size
+        x = torch.randn(batch, model.patch_embedding.channels, h, w, device=device)
+        runs.append((s, model, x, _inference_fn(model, x), []))
+    steps = [(r, i) for r in range(rounds) for i in range(len(runs))]
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc=f"timing {len(runs)} settings", leave=False)
+    for r, i in steps:
+        _, _, x, fn, times = runs[i]
+        times.extend(time_function(fn, num_threads=num_threads, min_run_time=min_run_time,
+                                   warmup=2 if r == 0 else 1, device=device).times)
+    rows = []
+    for s, model, x, _, times in runs:
+        split = flops_by_component(model, x[:1])
+        tokens = model.patch_embedding.num_patches + (1 if getattr(model, "pool", "mean") == "cls" else 0)
+        rows.append({**s, "tokens": tokens, **split, "gflops": sum(split.values()) / 1e9,
+                     "median_ms": statistics.median(times) * 1e3})
+    return pd.DataFrame(rows)
+
+
+def block_time_split(
+    dim: int,
+    heads: int,
+    dim_head: int,
+    mlp_dim: int,
+    tokens: list[int],
+    *,
+    batch: int = 8,
+    device: torch.device | str = "cpu",
+    rounds: int = 2,
+    min_run_time: float = 0.2,
+    num_threads: int | None = None,
+):
+    """Time one :class:`~vitlib.layers.Attention` and one :class:`~vitlib.layers.FeedForward`
+    (inference) at each token count, interleaved. Returns a DataFrame with ``tokens``,
+    ``attention_ms``, ``mlp_ms`` and ``attention_share`` (of the two)."""
+    import pandas as pd
+
+    device = torch.device(device)
+    attn = Attention(dim, heads, dim_head).to(device).eval()
+    ff = FeedForward(dim, mlp_dim).to(device).eval()
+    cases = []
+    for n in tokens:
+        x = torch.randn(batch, n, dim, device=device)
+        cases.append((n, "attention", _inference_fn(attn, x)))
+        cases.append((n, "mlp", _inference_fn(ff, x)))
+    times: dict[tuple[int, str], list[float]] = {(n, k): [] for n, k, _ in cases}
+    for r in range(rounds):
+        for n, k, fn in cases:
+            times[(n, k)].extend(time_function(fn, num_threads=num_threads, min_run_time=min_run_time,
+                                               warmup=2 if r == 0 else 1, device=device).times)
+    rows = []
+    for n in tokens:
+        a, m = statistics.median(times[(n, "attention")]) * 1e3, statistics.median(times[(n, "mlp")]) * 1e3
+        rows.append({"tokens": n, "attention_ms": a, "mlp_ms": m, "attention_share": a / (a + m)})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance and command line
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} logical CPUs)"
+
+
+def _git_commit() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if out.returncode != 0:
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def provenance(device: torch.device | str = "cpu", threads: int | None = None) -> dict:
+    """Where and with what a measurement was made: device, versions, date, commit, threads."""
+    from . import __version__
+
+    device = torch.device(device)
+    try:
+        import torchvision
+
+        tv = torchvision.__version__
+    except ImportError:  # pragma: no cover
+        tv = None
+    return {
+        "device": str(device),
+        "device_name": _device_name(device),
+        "threads": threads or _default_threads(),
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "vitlib": __version__,
+        "python": platform.python_version(),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+    }
+
+
+def _format_table(df) -> str:
+    fmt = {
+        "params": lambda v: f"{v / 1e6:.2f}M",
+        "gflops": lambda v: f"{v:.3f}",
+        "median_ms": lambda v: f"{v:.2f}",
+        "iqr_ms": lambda v: f"{v:.2f}",
+        "images_per_s": lambda v: f"{v:.1f}",
+        "time_ratio": lambda v: f"{v:.2f}",
+        "speedup": lambda v: f"{v:.2f}x",
+        "peak_mem_mb": lambda v: "-" if v != v else f"{v:.1f}",
+    }
+    return df.to_string(formatters={k: f for k, f in fmt.items() if k in df.columns})
+
+
+def _suite_anatomy(args) -> dict:
+    """ViT against SimpleViT at the book's chapter-1 configuration: inference and training."""
+    from .models import SimpleViT, ViT
+
+    device = torch.device(args.device)
+    cfg = dict(image_size=32, patch_size=4, num_classes=10, dim=128, depth=4, heads=4, dim_head=32, mlp_dim=256)
+    torch.manual_seed(0)
+    models = {"ViT": ViT(**cfg).to(device), "SimpleViT": SimpleViT(**cfg).to(device)}
+    x = torch.randn(args.batch, 3, 32, 32, device=device)
+    figures: dict = {"config": cfg, "batch": args.batch}
+    for mode in ("inference", "train"):
+        df = compare({k: (m, x) for k, m in models.items()}, mode=mode, rounds=args.rounds,
+                     min_run_time=args.min_run_time, num_threads=args.threads)
+        print(f"\n{mode} (batch {args.batch}, median of {args.rounds} interleaved rounds, "
+              f"{df.attrs['threads']} threads, {device})")
+        print(_format_table(df))
+        figures[mode] = df.reset_index().to_dict(orient="records")
+        figures[f"simple_vit_{mode}_speedup"] = float(df.loc["SimpleViT", "speedup"])
+    figures["params"] = {k: count_parameters(m) for k, m in models.items()}
+    return figures
+
+
+SUITES: dict[str, Callable[[argparse.Namespace], dict]] = {"anatomy": _suite_anatomy}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vitlib.bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", choices=sorted(SUITES), help="which benchmark suite to run")
+    parser.add_argument("--json", type=Path, help="write the suite's figures to this file as one JSON object")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: all torch uses)")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of calls per timing")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    figures = SUITES[args.suite](args)
+    result = {"suite": args.suite, **figures, "provenance": provenance(args.device, args.threads)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2, default=str) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    from vitlib.bench import main as _main  # the imported module, so suites registered there count
+
+    sys.exit(_main())

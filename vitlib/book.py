@@ -1,0 +1,123 @@
+"""The chapters' first cell: device, mode, seeds and versions, in one call.
+
+Every chapter starts with the cell that :func:`setup_cell` returns. In Colab it installs vitlib
+from :data:`REPOSITORY_URL` (the one place the repository's address is configured; the tests
+check that ``_config.yml``, ``pyproject.toml`` and every chapter agree with it), then calls
+:func:`setup`.
+
+Mode: ``quick`` (small models, the bundled data set, about a minute a chapter on two CPU cores)
+or ``full`` (CIFAR-10, larger models, a GPU). Quick is chosen on CPU, in CI and under the test
+suite; full on CUDA. The environment variable ``VITLIB_MODE`` overrides both.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["REPOSITORY_URL", "BookSetup", "choose_device", "choose_mode", "seed_everything", "setup", "setup_cell"]
+
+REPOSITORY_URL = "https://github.com/efficient-vit/efficient-vision-transformers"
+MODES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class BookSetup:
+    """What :func:`setup` chose. ``pick(quick=..., full=...)`` selects a value by mode."""
+
+    device: torch.device
+    mode: str
+    seed: int
+    threads: int
+    reason: str
+
+    @property
+    def quick(self) -> bool:
+        return self.mode == "quick"
+
+    def pick(self, *, quick: Any, full: Any) -> Any:
+        return quick if self.quick else full
+
+
+def choose_device(env: dict | None = None) -> torch.device:
+    """``VITLIB_DEVICE`` if set, else CUDA when available, else CPU."""
+    env = os.environ if env is None else env
+    name = env.get("VITLIB_DEVICE")
+    if name:
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"VITLIB_DEVICE={name!r} asks for CUDA, but torch sees no CUDA device")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose_mode(device: torch.device, env: dict | None = None) -> tuple[str, str]:
+    """Return ``(mode, reason)``. ``VITLIB_MODE`` wins; then CI or the test suite mean quick;
+    then CUDA means full and anything else quick."""
+    env = os.environ if env is None else env
+    forced = env.get("VITLIB_MODE", "").strip().lower()
+    if forced:
+        if forced not in MODES:
+            raise ValueError(f"VITLIB_MODE must be one of {MODES}; received {env['VITLIB_MODE']!r}")
+        return forced, "VITLIB_MODE"
+    if env.get("CI"):
+        return "quick", "CI"
+    if env.get("VITLIB_UNDER_TEST"):
+        return "quick", "test suite"
+    if device.type == "cuda":
+        return "full", "CUDA device"
+    return "quick", f"{device.type} device"
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _versions() -> str:
+    from . import __version__
+
+    parts = [f"vitlib {__version__}", f"torch {torch.__version__}"]
+    try:
+        import torchvision
+
+        parts.append(f"torchvision {torchvision.__version__}")
+    except ImportError:  # pragma: no cover
+        pass
+    return ", ".join(parts)
+
+
+def setup(seed: int = 0, quiet: bool = False) -> BookSetup:
+    """Choose device and mode, seed everything, and print what was chosen and the versions."""
+    device = choose_device()
+    mode, reason = choose_mode(device)
+    seed_everything(seed)
+    threads = torch.get_num_threads()
+    if not quiet:
+        from .bench import _device_name
+
+        print(f"device: {device} ({_device_name(device)}); torch uses {threads} CPU threads")
+        other = "full" if mode == "quick" else "quick"
+        print(f"mode:   {mode} (chosen by {reason}; set VITLIB_MODE={other} for the other mode)")
+        print(f"seed:   {seed}")
+        print(f"using:  {_versions()}")
+    return BookSetup(device=device, mode=mode, seed=seed, threads=threads, reason=reason)
+
+
+def setup_cell() -> str:
+    """Source of every chapter's first cell (kept in sync by the tests)."""
+    return (
+        "# Setup: in Colab, install vitlib from the book's repository; then choose device and mode.\n"
+        "import importlib.util, subprocess, sys\n"
+        "if importlib.util.find_spec(\"vitlib\") is None:\n"
+        f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{REPOSITORY_URL}\"], check=True)\n"
+        "import vitlib.book\n"
+        "\n"
+        "book = vitlib.book.setup()"
+    )

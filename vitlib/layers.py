@@ -1,0 +1,256 @@
+"""Blocks shared by every model in vitlib.
+
+Layout follows vit-pytorch (pre-norm attention and MLP inside each block, patches flattened in
+``(p1 p2 c)`` order, LayerNorm before and after the patch projection) so that its weights map onto
+these modules one to one (see :mod:`vitlib.convert`).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "pair",
+    "check_images",
+    "attention",
+    "Attention",
+    "FeedForward",
+    "Block",
+    "Transformer",
+    "PatchEmbedding",
+    "posemb_sincos_2d",
+    "SinCosPosEmb2d",
+]
+
+
+def pair(value: int | Sequence[int], name: str = "size") -> tuple[int, int]:
+    """``7 -> (7, 7)``; ``(7, 9) -> (7, 9)``. Anything else raises ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        out = (value, value)
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
+        out = (int(value[0]), int(value[1]))
+    else:
+        raise ValueError(f"{name} must be an int or a pair of ints (height, width); received {value!r}")
+    if min(out) < 1:
+        raise ValueError(f"{name} must be positive; received {value!r}")
+    return out
+
+
+def check_images(img: torch.Tensor, channels: int, size: tuple[int, int], owner: str) -> None:
+    """Raise a ValueError naming what was expected when ``img`` is not a batch of images of ``size``."""
+    h, w = size
+    expected = f"a float tensor of shape (batch, {channels}, {h}, {w})"
+    if not isinstance(img, torch.Tensor):
+        raise TypeError(f"{owner} expects {expected}; received {type(img).__name__}")
+    if img.ndim != 4:
+        hint = " (for a single image, use img.unsqueeze(0))" if img.ndim == 3 else ""
+        raise ValueError(
+            f"{owner} expects {expected}; received a {img.ndim}-D tensor of shape {tuple(img.shape)}{hint}"
+        )
+    if not img.is_floating_point():
+        raise ValueError(
+            f"{owner} expects {expected}; received dtype {img.dtype} (convert with img.float() / 255)"
+        )
+    if img.shape[1] != channels:
+        raise ValueError(
+            f"{owner} expects {channels} channels, i.e. {expected}; received {img.shape[1]} channels "
+            f"in a tensor of shape {tuple(img.shape)}"
+        )
+    if tuple(img.shape[-2:]) != (h, w):
+        raise ValueError(
+            f"{owner} expects images of {h}x{w} pixels, i.e. {expected}; received {img.shape[-2]}x"
+            f"{img.shape[-1]} in a tensor of shape {tuple(img.shape)} (resize the images, or build the "
+            f"model with image_size={(img.shape[-2], img.shape[-1])})"
+        )
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    dropout_p: float = 0.0,
+    fused: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scaled dot-product attention over ``(batch, heads, tokens, dim_head)`` tensors.
+
+    ``fused=True`` calls :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a
+    fused kernel (flash or memory-efficient) and never materialises the ``tokens x tokens`` matrix;
+    it returns ``(out, None)``. ``fused=False`` is the textbook computation
+    ``softmax(q k^T / sqrt(d)) v`` and also returns the attention matrix, for pictures.
+    """
+    if fused:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    attn = scores.softmax(dim=-1)
+    out = torch.matmul(F.dropout(attn, dropout_p) if dropout_p > 0 else attn, v)
+    return out, attn
+
+
+class Attention(nn.Module):
+    """Pre-norm multi-head self-attention: ``to_out(attend(to_qkv(norm(x))))``.
+
+    ``fused`` selects SDPA (default) or the plain path; ``forward(x, return_attn=True)`` always
+    takes the plain path and returns ``(out, attn)`` with ``attn`` of shape
+    ``(batch, heads, tokens, tokens)``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int = 8,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        out_bias: bool = True,
+        fused: bool = True,
+    ) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dim_head = dim_head
+        self.attn_dropout = dropout
+        self.fused = fused
+        inner = heads * dim_head
+        self.norm = nn.LayerNorm(dim)
+        self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=out_bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        b, n, _ = x.shape
+        qkv = self.to_qkv(self.norm(x))
+        # (b, n, 3 * h * d) -> 3 x (b, h, n, d); the last dim splits as (3, h, d) like vit-pytorch's chunk
+        q, k, v = qkv.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        p = self.attn_dropout if self.training else 0.0
+        out, attn = attention(q, k, v, dropout_p=p, fused=self.fused and not return_attn)
+        out = out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head)
+        out = self.dropout(self.to_out(out))
+        return (out, attn) if return_attn else out
+
+
+class FeedForward(nn.Module):
+    """Pre-norm MLP: ``fc2(gelu(fc1(norm(x))))`` with dropout after each linear layer's activation."""
+
+    def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(self.norm(x))))))
+
+
+class Block(nn.Module):
+    """One transformer layer: ``x + attn(x)``, then ``x + ff(x)``."""
+
+    def __init__(self, dim, heads, dim_head, mlp_dim, dropout=0.0, out_bias=True) -> None:
+        super().__init__()
+        self.attn = Attention(dim, heads, dim_head, dropout, out_bias=out_bias)
+        self.ff = FeedForward(dim, mlp_dim, dropout)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        if return_attn:
+            a, attn = self.attn(x, return_attn=True)
+            x = x + a
+            return x + self.ff(x), attn
+        x = x + self.attn(x)
+        return x + self.ff(x)
+
+
+class Transformer(nn.Module):
+    """``depth`` blocks followed by a final LayerNorm."""
+
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, out_bias=True) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            [Block(dim, heads, dim_head, mlp_dim, dropout, out_bias) for _ in range(depth)]
+        )
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, return_attn: bool = False):
+        maps = []
+        for block in self.blocks:
+            if return_attn:
+                x, attn = block(x, return_attn=True)
+                maps.append(attn)
+            else:
+                x = block(x)
+        x = self.norm(x)
+        return (x, maps) if return_attn else x
+
+
+class PatchEmbedding(nn.Module):
+    """Cut images into patches and project each to ``dim``: LayerNorm, Linear, LayerNorm.
+
+    Checks its input: a batch of ``channels x image_size`` images, else ValueError.
+    """
+
+    def __init__(self, image_size, patch_size, channels: int, dim: int, owner: str = "model") -> None:
+        super().__init__()
+        self.image_size = pair(image_size, "image_size")
+        self.patch_size = pair(patch_size, "patch_size")
+        (ih, iw), (ph, pw) = self.image_size, self.patch_size
+        if ih % ph or iw % pw:
+            raise ValueError(
+                f"image_size {ih}x{iw} must be divisible by patch_size {ph}x{pw}; "
+                f"received remainders {ih % ph} (height) and {iw % pw} (width)"
+            )
+        if channels < 1:
+            raise ValueError(f"channels must be positive; received {channels}")
+        self.channels = channels
+        self.owner = owner
+        self.grid = (ih // ph, iw // pw)
+        self.num_patches = self.grid[0] * self.grid[1]
+        patch_dim = channels * ph * pw
+        self.norm_in = nn.LayerNorm(patch_dim)
+        self.proj = nn.Linear(patch_dim, dim)
+        self.norm_out = nn.LayerNorm(dim)
+
+    def patchify(self, img: torch.Tensor) -> torch.Tensor:
+        """``(b, c, gh*ph, gw*pw) -> (b, gh*gw, ph*pw*c)``, patches in row-major order."""
+        b, c = img.shape[:2]
+        (gh, gw), (ph, pw) = self.grid, self.patch_size
+        x = img.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, gh * gw, ph * pw * c)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        check_images(img, self.channels, self.image_size, self.owner)
+        return self.norm_out(self.proj(self.norm_in(self.patchify(img))))
+
+
+def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2-D sine-cosine position table of shape ``(h * w, dim)``, rows in row-major order.
+
+    A quarter of the channels each hold ``sin(x w)``, ``cos(x w)``, ``sin(y w)``, ``cos(y w)`` for
+    ``dim / 4`` frequencies ``w`` spaced geometrically from 1 to ``1 / temperature``.
+    """
+    if dim % 4 or dim < 8:
+        raise ValueError(f"sin-cos position embedding needs dim a multiple of 4 and at least 8; received {dim}")
+    y, x = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    omega = torch.arange(dim // 4) / (dim // 4 - 1)
+    omega = 1.0 / (temperature**omega)
+    y = y.flatten()[:, None] * omega[None, :]
+    x = x.flatten()[:, None] * omega[None, :]
+    return torch.cat((x.sin(), x.cos(), y.sin(), y.cos()), dim=1).float()
+
+
+class SinCosPosEmb2d(nn.Module):
+    """Adds a fixed :func:`posemb_sincos_2d` table, held as a (non-persistent) buffer.
+
+    A buffer moves with ``.to(device)`` and never receives gradients; non-persistent keeps it out
+    of checkpoints, since it is a function of the grid and ``dim`` alone.
+    """
+
+    def __init__(self, grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> None:
+        super().__init__()
+        self.register_buffer("pe", posemb_sincos_2d(grid[0], grid[1], dim, temperature), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pe.to(x.dtype)
+

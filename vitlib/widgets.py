@@ -1,0 +1,79 @@
+"""ipywidgets front-ends over :mod:`vitlib.bench`, and the plots they draw.
+
+Each widget's plot is an ordinary function too, so a chapter can draw the default setting as a
+static figure that the HTML book shows without a kernel.
+"""
+from __future__ import annotations
+
+import torch
+
+from .bench import count_parameters, flops_by_component
+from .models import SimpleViT, ViT
+
+__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer"]
+
+COMPONENT_COLOURS = {
+    "patch embedding": "#8c6d31",
+    "attention (projections)": "#6baed6",
+    "attention (scores)": "#08519c",
+    "mlp": "#fd8d3c",
+    "head": "#74c476",
+    "other": "#bdbdbd",
+}
+
+
+def meta_breakdown(model_cls=ViT, **config) -> tuple[dict[str, int], int, int]:
+    """FLOPs per component for one image, parameter count and token count, computed on the
+    ``meta`` device: no memory is allocated and nothing is computed, so any size is instant."""
+    with torch.device("meta"):
+        model = model_cls(**config)
+    h, w = model.patch_embedding.image_size
+    x = torch.empty(1, model.patch_embedding.channels, h, w, device="meta")
+    tokens = model.patch_embedding.num_patches + (1 if getattr(model, "pool", "mean") == "cls" else 0)
+    return flops_by_component(model, x), count_parameters(model), tokens
+
+
+def plot_flops_breakdown(ax, breakdown: dict[str, int], title: str = "") -> None:
+    """Horizontal bar of GFLOPs per component, the quadratic attention scores in dark blue."""
+    names = [k for k in COMPONENT_COLOURS if breakdown.get(k, 0) > 0]
+    values = [breakdown[k] / 1e9 for k in names]
+    ax.barh(names, values, color=[COMPONENT_COLOURS[k] for k in names])
+    ax.invert_yaxis()
+    total = sum(breakdown.values())
+    for i, (k, v) in enumerate(zip(names, values)):
+        ax.text(v, i, f" {100 * breakdown[k] / total:.0f}%", va="center")
+    ax.set_xlabel("GFLOPs per image (forward)")
+    ax.set_xlim(0, max(values) * 1.2)
+    ax.set_title(title)
+
+
+def flops_explorer(image_size: int = 32, patch_size: int = 4, dim: int = 128, depth: int = 4,
+                   heads: int = 4, mlp_ratio: int = 2):
+    """Sliders over image size, patch size, width and depth; the FLOPs split redraws at once."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    style = {"description_width": "90px"}
+    controls = {
+        "image_size": w.IntSlider(value=image_size, min=16, max=512, step=16, description="image size", style=style),
+        "patch_size": w.Dropdown(options=[2, 4, 8, 16, 32], value=patch_size, description="patch size", style=style),
+        "dim": w.IntSlider(value=dim, min=64, max=1024, step=64, description="dim", style=style),
+        "depth": w.IntSlider(value=depth, min=1, max=24, description="depth", style=style),
+        "model": w.ToggleButtons(options=["ViT", "SimpleViT"], value="ViT", style=style),
+    }
+
+    def draw(image_size, patch_size, dim, depth, model):
+        if image_size % patch_size:
+            print(f"image size {image_size} is not divisible by patch size {patch_size}")
+            return
+        cls = ViT if model == "ViT" else SimpleViT
+        cfg = dict(image_size=image_size, patch_size=patch_size, num_classes=1000, dim=dim, depth=depth,
+                   heads=heads, dim_head=dim // heads, mlp_dim=mlp_ratio * dim)
+        breakdown, params, tokens = meta_breakdown(cls, **cfg)
+        fig, ax = plt.subplots(figsize=(7, 2.8))
+        plot_flops_breakdown(ax, breakdown, f"{model}: {tokens} tokens, {params / 1e6:.1f}M parameters, "
+                                            f"{sum(breakdown.values()) / 1e9:.2f} GFLOPs")
+        plt.show()
+
+    out = w.interactive_output(draw, controls)
+    return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
