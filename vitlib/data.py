@@ -1,0 +1,332 @@
+"""Data sets and loaders: the bundled digits (quick mode), CIFAR-10 (full mode), your own images.
+
+* :func:`digits`: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, 10 classes).
+  It ships inside scikit-learn, so quick mode never touches the network.
+* :func:`cifar10`: CIFAR-10, downloaded once into ``data/``. Without a network it fails at once
+  with instructions; the archive's batches are read with a restricted unpickler that accepts
+  plain data and NumPy arrays only.
+* :func:`image_folder`: a folder per class of your own images (torchvision's ImageFolder).
+
+All three return :class:`DataSplit` objects (train and test datasets, class names, input shape);
+:func:`train_augment` is the standard augmentation; :func:`make_loader` picks workers per device.
+"""
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import socket
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "DataSplit",
+    "TensorImageDataset",
+    "digits",
+    "cifar10",
+    "image_folder",
+    "load_dataset",
+    "train_augment",
+    "make_loader",
+    "DATA_ROOT",
+    "CIFAR10_URL",
+]
+
+DATA_ROOT = Path(os.environ.get("VITLIB_DATA", Path(__file__).resolve().parents[1] / "data"))
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+
+
+class TensorImageDataset(Dataset):
+    """Images held in memory as one float tensor ``(N, C, H, W)`` with integer labels ``(N,)``.
+
+    The training loop batches these by indexing (no per-sample Python), which on a small CPU is
+    most of the difference between a one-minute and a five-minute chapter.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        if images.ndim != 4 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"expected images (N, C, H, W) and labels (N,); received {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
+        self.images, self.labels = images, labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+@dataclass
+class DataSplit:
+    """A train/test pair with what a model needs to know about it."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    classes: list[str]
+    image_size: tuple[int, int]
+    channels: int
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        return (f"DataSplit({self.name}: {len(self.train)} train / {len(self.test)} test images, "
+                f"{self.channels}x{self.image_size[0]}x{self.image_size[1]}, {self.num_classes} classes)")
+
+
+# ---------------------------------------------------------------------------------------------
+# digits (quick mode)
+
+
+def digits(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0, channels: int = 1) -> DataSplit:
+    """scikit-learn's handwritten digits, resized to ``image_size`` and normalised.
+
+    The split is stratified and fixed by ``seed``: the same seed gives the same test set on any
+    machine. Pixel statistics for normalisation come from the training images only. ``channels=3``
+    repeats the grey channel for models built for colour input.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); received {test_fraction}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3; received {channels}")
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    labels = torch.tensor(bunch.target, dtype=torch.long)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=bunch.target
+    )
+    if image_size != 8:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    train_images = images[idx_train]
+    mean, std = train_images.mean(), train_images.std()
+    images = ((images - mean) / std).repeat(1, channels, 1, 1)
+    return DataSplit(
+        name="digits",
+        train=TensorImageDataset(images[idx_train], labels[idx_train]),
+        test=TensorImageDataset(images[idx_test], labels[idx_test]),
+        classes=[str(c) for c in bunch.target_names],
+        image_size=(image_size, image_size),
+        channels=channels,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# CIFAR-10 (full mode)
+
+
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and NumPy arrays; refuses every other global."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a data file")
+
+
+def _read_batch(raw: bytes) -> dict:
+    return _DataUnpickler(io.BytesIO(raw), encoding="latin1").load()
+
+
+def _read_cifar_dir(folder: Path, files: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    data, labels = [], []
+    for name in files:
+        batch = _read_batch((folder / name).read_bytes())
+        data.append(np.asarray(batch["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch["labels"])
+    return torch.from_numpy(np.concatenate(data)), torch.tensor(labels, dtype=torch.long)
+
+
+def _network_reachable(url: str, timeout: float = 3.0) -> bool:
+    host = urlparse(url).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _download_cifar10(root: Path, url: str) -> None:
+    """Download and unpack the CIFAR-10 archive into ``root``; fail fast without a network."""
+    from torchvision.datasets.utils import check_integrity, download_url
+
+    archive = root / Path(urlparse(url).path).name
+    if not archive.exists():
+        if not _network_reachable(url):
+            raise RuntimeError(
+                f"CIFAR-10 is not in {root} and {urlparse(url).hostname} cannot be reached. Download "
+                f"{url} on a machine with a network and put it in {root}/ (or unpack it there, giving "
+                f"{root}/cifar-10-batches-py/). Quick mode needs no download: VITLIB_MODE=quick."
+            )
+        root.mkdir(parents=True, exist_ok=True)
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)
+        try:
+            download_url(url, str(root), md5=CIFAR10_MD5)
+        finally:
+            socket.setdefaulttimeout(previous)
+    if url == CIFAR10_URL and not check_integrity(str(archive), CIFAR10_MD5):
+        raise RuntimeError(f"{archive} is corrupt (MD5 mismatch); delete it and try again")
+    with tarfile.open(archive, "r:gz") as tar:
+        if hasattr(tarfile, "data_filter"):  # refuse absolute paths and links out of root
+            tar.extractall(root, filter="data")
+        else:  # pragma: no cover - Python without the extraction filters
+            tar.extractall(root)
+
+
+class _AugmentedTensors(Dataset):
+    """uint8 images in memory, converted (and augmented in training) per sample."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean, std, augment: Callable | None,
+                 size: int) -> None:
+        self.images, self.labels, self.augment, self.size = images, labels, augment, size
+        self.mean = torch.tensor(mean).view(3, 1, 1)
+        self.std = torch.tensor(std).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = self.images[i].float() / 255.0
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+        if self.augment is not None:
+            x = self.augment(x)
+        return (x - self.mean) / self.std, self.labels[i]
+
+
+def cifar10(root: str | Path | None = None, image_size: int = 32, download: bool = True, augment: bool = True,
+            url: str = CIFAR10_URL) -> DataSplit:
+    """CIFAR-10 (50,000 train, 10,000 test colour images of 32x32) from ``root/cifar-10-batches-py``.
+
+    Downloads the archive into ``root`` (default ``data/``) when missing and ``download`` is true.
+    ``augment`` applies :func:`train_augment` to training images.
+    """
+    root = Path(root) if root is not None else DATA_ROOT
+    folder = root / "cifar-10-batches-py"
+    train_files = [f"data_batch_{i}" for i in range(1, 6)]
+    if not all((folder / f).exists() for f in [*train_files, "test_batch", "batches.meta"]):
+        if not download:
+            raise FileNotFoundError(f"CIFAR-10 batches not found in {folder}; pass download=True or fetch {url}")
+        _download_cifar10(root, url)
+    xtr, ytr = _read_cifar_dir(folder, train_files)
+    xte, yte = _read_cifar_dir(folder, ["test_batch"])
+    meta = _read_batch((folder / "batches.meta").read_bytes())
+    aug = train_augment(image_size, flip=True) if augment else None
+    return DataSplit(
+        name="cifar10",
+        train=_AugmentedTensors(xtr, ytr, CIFAR10_MEAN, CIFAR10_STD, aug, image_size),
+        test=_AugmentedTensors(xte, yte, CIFAR10_MEAN, CIFAR10_STD, None, image_size),
+        classes=list(meta["label_names"]),
+        image_size=(image_size, image_size),
+        channels=3,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# your own images
+
+
+def image_folder(root: str | Path, image_size: int = 224, test_fraction: float = 0.2, seed: int = 0,
+                 augment: bool = True) -> DataSplit:
+    """A folder with one sub-folder of images per class, split into train and test by ``seed``.
+
+    Uses ImageNet statistics for normalisation; images are resized and centre-cropped to
+    ``image_size`` (train images get :func:`train_augment` on top when ``augment``).
+    """
+    from torchvision import datasets, transforms
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"image_folder expects a directory with one sub-directory per class; {root} is not one")
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    base = [transforms.Resize(image_size), transforms.CenterCrop(image_size), transforms.ToTensor()]
+    plain = transforms.Compose([*base, transforms.Normalize(mean, std)])
+    aug = train_augment(image_size, flip=True)
+    train_tf = transforms.Compose([*base, aug, transforms.Normalize(mean, std)]) if augment else plain
+    full_train = datasets.ImageFolder(str(root), transform=train_tf)
+    full_test = datasets.ImageFolder(str(root), transform=plain)
+    n = len(full_train)
+    if n < 2:
+        raise ValueError(f"image_folder needs at least 2 images; found {n} in {root}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = max(1, int(round(n * test_fraction)))
+    return DataSplit(
+        name=root.name,
+        train=torch.utils.data.Subset(full_train, order[n_test:]),
+        test=torch.utils.data.Subset(full_test, order[:n_test]),
+        classes=full_train.classes,
+        image_size=(image_size, image_size),
+        channels=3,
+    )
+
+
+def load_dataset(name: str, image_size: int | None = None, **kwargs) -> DataSplit:
+    """``"digits"``, ``"cifar10"`` or a path to an image folder."""
+    if name == "digits":
+        return digits(image_size=image_size or 16, **kwargs)
+    if name == "cifar10":
+        return cifar10(image_size=image_size or 32, **kwargs)
+    if Path(name).is_dir():
+        return image_folder(name, image_size=image_size or 224, **kwargs)
+    raise ValueError(f"dataset must be 'digits', 'cifar10' or an image folder path; received {name!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# augmentation and loaders
+
+
+def train_augment(image_size: int, flip: bool = True, padding: int | None = None):
+    """Standard light augmentation on a ``(C, H, W)`` tensor: a random crop after reflection
+    padding (an eighth of the side by default) and, when ``flip``, a random horizontal flip.
+    Digits are not flip-symmetric: use ``flip=False`` for them."""
+    from torchvision import transforms
+
+    pad = max(1, image_size // 8) if padding is None else padding
+    steps = [transforms.RandomCrop(image_size, padding=pad, padding_mode="reflect")]
+    if flip:
+        steps.append(transforms.RandomHorizontalFlip())
+    return transforms.Compose(steps)
+
+
+def default_workers(device: torch.device | str) -> int:
+    """DataLoader workers: none on a small CPU (workers compete with the model for cores), up to
+    eight when a GPU does the compute and the CPU only decodes and augments."""
+    device = torch.device(device)
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, max(1, cores - 1))
+    return 0 if cores <= 4 else min(4, cores // 4)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device | str = "cpu",
+                generator: torch.Generator | None = None, num_workers: int | None = None) -> DataLoader:
+    """A DataLoader with workers and pinned memory chosen for ``device``."""
+    device = torch.device(device)
+    workers = default_workers(device) if num_workers is None else num_workers
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=workers, pin_memory=device.type == "cuda",
+                      persistent_workers=False, drop_last=False)
