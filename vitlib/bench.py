@@ -335,6 +335,7 @@ def compare(
     num_threads: int | None = None,
     flops: bool = True,
     progress: bool = False,
+    warmup: int = 3,
 ):
     """Measure several models interleaved in one process and return a table (pandas DataFrame).
 
@@ -344,7 +345,7 @@ def compare(
     copy of the model). Columns: ``params``, ``gflops`` (per image, forward), ``median_ms``,
     ``iqr_ms``, ``images_per_s``, ``peak_mem_mb`` (CUDA only, else NaN), ``time_ratio`` (time over the
     baseline's, lower is faster) and ``speedup`` (baseline time over this time). The baseline is
-    the first candidate unless named.
+    the first candidate unless named. ``warmup`` calls precede each model's first timing.
     """
     import pandas as pd
 
@@ -370,7 +371,7 @@ def compare(
     for r, name in iterator:
         x = candidates[name][1]
         t = time_function(fns[name], num_threads=threads, min_run_time=min_run_time,
-                          warmup=3 if r == 0 else 1, device=x.device)
+                          warmup=warmup if r == 0 else 1, device=x.device)
         times[name].extend(t.times)
     rows = []
     for name in names:
@@ -435,7 +436,7 @@ def scaling_sweep(
     for s, model, x, _, times in runs:
         split = flops_by_component(model, x[:1])
         tokens = model.patch_embedding.num_patches + (1 if getattr(model, "pool", "mean") == "cls" else 0)
-        rows.append({**s, "tokens": tokens, **split, "gflops": sum(split.values()) / 1e9,
+        rows.append({**s, "tokens": tokens, "params": count_parameters(model), **split, "gflops": sum(split.values()) / 1e9,
                      "median_ms": statistics.median(times) * 1e3})
     return pd.DataFrame(rows)
 
@@ -574,10 +575,10 @@ def _suite_train(args) -> dict:
     """Time to accuracy: the book's quick-mode SimpleViT recipe on the bundled digits."""
     import time
 
-    from .train import QUICK_RECIPE, train_quick_recipe
+    from .train import QUICK_RECIPE, train_recipe
 
     t0 = time.perf_counter()
-    model, history, data = train_quick_recipe(seed=args.seed, device=args.device, progress=False)
+    model, history, data = train_recipe(QUICK_RECIPE, seed=args.seed, device=args.device, progress=False)
     wall = time.perf_counter() - t0
     reached = [r["wall_s"] for r in history if r.get("test_acc", 0.0) >= 0.98]
     figures = {

@@ -43,7 +43,8 @@ __all__ = [
     "load_model",
     "QUICK_RECIPE",
     "build_model",
-    "train_quick_recipe",
+    "FULL_RECIPE",
+    "train_recipe",
     "main",
 ]
 
@@ -427,6 +428,16 @@ QUICK_RECIPE = {
 }
 
 
+# Full mode (a GPU): CIFAR-10 at 32x32 with per-sample crop-and-flip augmentation.
+FULL_RECIPE = {
+    "dataset": {"name": "cifar10", "image_size": 32},
+    "model": {"name": "simple_vit", "patch_size": 4, "dim": 384, "depth": 6, "heads": 8, "dim_head": 48,
+              "mlp_dim": 768},
+    "fit": {"epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 3,
+            "label_smoothing": 0.1, "grad_clip": 1.0},
+}
+
+
 def build_model(name: str, data, **config) -> nn.Module:
     """A model from :data:`vitlib.models.MODELS` sized for ``data`` (image size, channels, classes)."""
     from .models import MODELS
@@ -436,21 +447,25 @@ def build_model(name: str, data, **config) -> nn.Module:
     return MODELS[name](image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, **config)
 
 
-def train_quick_recipe(seed: int = 0, device: torch.device | str = "cpu", progress: bool = True,
-                       model_name: str | None = None, **fit_overrides):
-    """Train :data:`QUICK_RECIPE` (optionally another model of the same size) and return
-    ``(model, history, data)``."""
-    from .data import load_dataset
+def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, model_overrides: dict | None = None,
+                 seed: int = 0, device: torch.device | str = "cpu", progress: bool = True, data=None,
+                 **fit_overrides):
+    """Train a recipe (default :data:`QUICK_RECIPE`), optionally with another model of the same
+    size, and return ``(model, history, data)``. ``data`` reuses an already loaded DataSplit."""
+    from .data import TensorImageDataset, load_dataset
 
-    r = QUICK_RECIPE
-    data = load_dataset(r["dataset"]["name"], image_size=r["dataset"]["image_size"])
+    r = recipe or QUICK_RECIPE
+    if data is None:
+        data = load_dataset(r["dataset"]["name"], image_size=r["dataset"]["image_size"])
     torch.manual_seed(seed)
     config = {k: v for k, v in r["model"].items() if k != "name"}
+    config.update(model_overrides or {})
     model = build_model(model_name or r["model"]["name"], data, **config)
     opts = {k: v for k, v in r["fit"].items() if k != "shift"}
     opts.update(fit_overrides)
-    history = fit(model, data.train, data.test, augment=RandomShift(r["fit"]["shift"]), device=device, seed=seed,
-                  progress=progress, **opts)
+    shift = r["fit"].get("shift", 0)
+    augment = RandomShift(shift) if shift and isinstance(data.train, TensorImageDataset) else None
+    history = fit(model, data.train, data.test, augment=augment, device=device, seed=seed, progress=progress, **opts)
     return model, history, data
 
 

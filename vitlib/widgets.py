@@ -10,7 +10,8 @@ import torch
 from .bench import count_parameters, flops_by_component
 from .models import SimpleViT, ViT
 
-__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer"]
+__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "measure_config", "plot_against_base",
+           "sizing_explorer"]
 
 COMPONENT_COLOURS = {
     "patch embedding": "#8c6d31",
@@ -73,6 +74,71 @@ def flops_explorer(image_size: int = 32, patch_size: int = 4, dim: int = 128, de
         fig, ax = plt.subplots(figsize=(7, 2.8))
         plot_flops_breakdown(ax, breakdown, f"{model}: {tokens} tokens, {params / 1e6:.1f}M parameters, "
                                             f"{sum(breakdown.values()) / 1e9:.2f} GFLOPs")
+        plt.show()
+
+    out = w.interactive_output(draw, controls)
+    return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
+
+
+def measure_config(model_cls, config: dict, *, batch: int = 16, device: torch.device | str = "cpu",
+                   min_run_time: float = 0.2) -> dict:
+    """Parameters, forward GFLOPs per image and measured inference latency (median ms per batch)
+    of ``model_cls(**config)`` on ``device``."""
+    from .bench import count_flops, measure_inference
+
+    model = model_cls(**config).to(device).eval()
+    h, w = model.patch_embedding.image_size
+    x = torch.randn(batch, model.patch_embedding.channels, h, w, device=device)
+    t = measure_inference(model, x, min_run_time=min_run_time)
+    return {"params": count_parameters(model), "gflops": count_flops(model, x[:1]) / 1e9, "ms": t.median * 1e3}
+
+
+def plot_against_base(ax, base: dict, current: dict, title: str = "") -> None:
+    """Bars of params, GFLOPs and latency of ``current`` as multiples of ``base``."""
+    keys = [("params", "parameters"), ("gflops", "FLOPs"), ("ms", "latency (measured)")]
+    ratios = [current[k] / base[k] for k, _ in keys]
+    ax.bar([label for _, label in keys], ratios, color=["#74c476", "#fd8d3c", "#08519c"])
+    ax.axhline(1.0, color="grey", lw=0.8)
+    for i, r in enumerate(ratios):
+        ax.text(i, r, f"{r:.2f}x", ha="center", va="bottom")
+    ax.set_ylabel("multiple of the base model")
+    ax.set_ylim(0, max(ratios + [1.0]) * 1.25)
+    ax.set_title(title)
+
+
+def sizing_explorer(base: dict, *, model_cls=SimpleViT, batch: int = 16, device: torch.device | str = "cpu",
+                    min_run_time: float = 0.2):
+    """Sliders over dim, depth, heads, MLP width and patch size. Each change builds the model and
+    re-measures its latency on ``device`` (a fraction of a second), next to ``base``."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    base_figures = measure_config(model_cls, base, batch=batch, device=device, min_run_time=min_run_time)
+    side = base["image_size"] if isinstance(base["image_size"], int) else min(base["image_size"])
+    patches = [p for p in (1, 2, 4, 8, 16, 32) if side % p == 0 and p <= side]
+    style = {"description_width": "80px"}
+    controls = {
+        "dim": w.IntSlider(value=base["dim"], min=32, max=512, step=32, description="dim", style=style,
+                           continuous_update=False),
+        "depth": w.IntSlider(value=base["depth"], min=1, max=12, description="depth", style=style,
+                             continuous_update=False),
+        "heads": w.IntSlider(value=base["heads"], min=1, max=16, description="heads", style=style,
+                             continuous_update=False),
+        "mlp_dim": w.IntSlider(value=base["mlp_dim"], min=32, max=2048, step=32, description="mlp_dim",
+                               style=style, continuous_update=False),
+        "patch_size": w.Dropdown(options=patches, value=base["patch_size"], description="patch size", style=style),
+    }
+
+    def draw(**changes):
+        config = {**base, **changes}
+        if config["dim"] % 4:
+            print("dim must be a multiple of 4 for the sin-cos table")
+            return
+        current = measure_config(model_cls, config, batch=batch, device=device, min_run_time=min_run_time)
+        fig, ax = plt.subplots(figsize=(6, 3))
+        plot_against_base(ax, base_figures, current,
+                          f"{current['params'] / 1e6:.2f}M params, {current['gflops']:.3f} GFLOPs, "
+                          f"{current['ms']:.1f} ms per batch of {batch}")
         plt.show()
 
     out = w.interactive_output(draw, controls)
