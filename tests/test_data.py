@@ -130,3 +130,12 @@ def test_train_augment_keeps_shape():
 def test_default_workers():
     assert vdata.default_workers("cpu") >= 0
     assert vdata.default_workers("cuda") >= 1
+
+
+def test_quick_mode_trains_offline(no_network, monkeypatch):
+    """The quick recipe's whole path (bundled data, model, one epoch, evaluation) needs no network."""
+    from vitlib import train as vtrain
+
+    monkeypatch.setitem(vtrain.QUICK_RECIPE["fit"], "epochs", 1)
+    model, history, split = vtrain.train_recipe(progress=False)
+    assert split.name == "digits" and 0.0 <= history.final["test_acc"] <= 1.0

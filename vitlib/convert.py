@@ -1,7 +1,8 @@
 """vit-pytorch models to vitlib models: same configuration, same weights, same logits.
 
 vit-pytorch does not record its constructor arguments, so :func:`from_vit_pytorch` reads them off
-the modules, then maps the weights key by key and loads them with ``strict=True``.
+the modules, then maps the weights key by key (BatchNorm running statistics included) and loads
+them with ``strict=True``.
 """
 from __future__ import annotations
 
@@ -11,20 +12,28 @@ import torch
 from torch import nn
 
 from .layers import pair, posemb_sincos_2d
-from .models import SimpleViT, ViT
+from .models import CrossViT, LeViT, SimpleViT, ViT
+from .models.levit import STEM_WIDTHS, relative_offset_indices
 
 __all__ = ["from_vit_pytorch"]
 
 
 def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
-    """Return the vitlib model equivalent to a vit-pytorch ``ViT`` or ``SimpleViT`` instance.
+    """Return the vitlib model equivalent to a vit-pytorch ``ViT``, ``SimpleViT``, ``LeViT`` or
+    ``CrossViT`` instance.
 
     ``image_size`` is needed only for a ViT whose patch grid is not square: its learned position
-    table tells the number of patches, not the grid's shape. The result is in eval mode if the
-    source was.
+    table tells the number of patches, not the grid's shape. A LeViT becomes a vitlib
+    :class:`~vitlib.models.LeViT` with ``stem_activation=False`` (vit-pytorch's stem has no
+    nonlinearity). The result is in eval mode if the source was.
     """
     kind = f"{type(model).__module__}.{type(model).__name__}"
-    converters = {"vit_pytorch.vit.ViT": _convert_vit, "vit_pytorch.simple_vit.SimpleViT": _convert_simple_vit}
+    converters = {
+        "vit_pytorch.vit.ViT": _convert_vit,
+        "vit_pytorch.simple_vit.SimpleViT": _convert_simple_vit,
+        "vit_pytorch.levit.LeViT": _convert_levit,
+        "vit_pytorch.cross_vit.CrossViT": _convert_cross_vit,
+    }
     if kind not in converters:
         raise ValueError(f"from_vit_pytorch converts {', '.join(sorted(converters))}; received {kind}")
     out = converters[kind](model, image_size)
@@ -171,3 +180,184 @@ def _convert_simple_vit(model: nn.Module, image_size) -> SimpleViT:
 
 def _square_or_pair(size: tuple[int, int]):
     return size[0] if size[0] == size[1] else size
+
+
+def _load(out: nn.Module, sd: dict[str, torch.Tensor]) -> None:
+    out.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
+
+
+def _per_stage_value(values: list[int]):
+    """vit-pytorch's per-stage argument: one int when all stages agree, else a tuple."""
+    return values[0] if len(set(values)) == 1 else tuple(values)
+
+
+# ----- LeViT ------------------------------------------------------------------------------------
+
+
+def _convert_levit(model: nn.Module, image_size) -> LeViT:
+    convs = list(model.conv_embedding)
+    if len(convs) != 4 or not all(isinstance(c, nn.Conv2d) for c in convs):
+        raise ValueError("expected vit-pytorch LeViT's stem of four Conv2d layers; received a modified conv_embedding")
+    widths = tuple(c.out_channels for c in convs[:3])
+    if widths != STEM_WIDTHS:
+        raise ValueError(f"expected stem widths {STEM_WIDTHS}; received {widths}")
+    backbone = list(model.backbone)
+    stage_mods = backbone[0::2]
+    if any(len(t.layers) == 0 for t in stage_mods):
+        raise ValueError("vitlib's LeViT needs depth >= 1 in every stage; the source has a stage with depth 0")
+    first_attn = stage_mods[0].layers[0][0]
+    fmap = math.isqrt(first_attn.pos_bias.num_embeddings)
+    if image_size is not None and pair(image_size, "image_size") != (fmap * 16, fmap * 16):
+        raise ValueError(f"the LeViT's first stage works on a {fmap}x{fmap} map, i.e. image_size={fmap * 16}; "
+                         f"received image_size={image_size!r}")
+    dims, depths, heads = [], [], []
+    for t in stage_mods:
+        attn, _ = t.layers[0]
+        dims.append(attn.to_q[0].in_channels)
+        depths.append(len(t.layers))
+        heads.append(attn.heads)
+    dim_key = first_attn.to_q[0].out_channels // first_attn.heads
+    dim_value = first_attn.to_v[0].out_channels // first_attn.heads
+    first_ff = stage_mods[0].layers[0][1].net[0]
+    distill = model.distill_head if isinstance(model.distill_head, nn.Linear) else None
+    out = LeViT(
+        image_size=fmap * 16,
+        num_classes=model.mlp_head.out_features,
+        dim=_per_stage_value(dims),
+        depth=_per_stage_value(depths),
+        heads=_per_stage_value(heads),
+        mlp_mult=first_ff.out_channels // first_ff.in_channels,
+        stages=len(stage_mods),
+        dim_key=dim_key,
+        dim_value=dim_value,
+        dropout=first_attn.dropout.p,
+        num_distill_classes=distill.out_features if distill is not None else None,
+        stem_activation=False,
+        channels=convs[0].in_channels,
+    )
+    sd: dict[str, torch.Tensor] = {}
+    for i, conv in enumerate(convs):
+        sd[f"stem.{i}.weight"], sd[f"stem.{i}.bias"] = conv.weight, conv.bias
+    for s, (src, dst) in enumerate(zip(backbone, out.backbone)):
+        for j, ((attn, ff), block) in enumerate(zip(src.layers, dst.blocks)):
+            p = f"backbone.{s}.blocks.{j}."
+            for name in ("to_q", "to_k", "to_v", "to_out"):
+                for key, value in getattr(attn, name).state_dict(keep_vars=True).items():
+                    sd[f"{p}attn.{name}.{key}"] = value
+            expected = relative_offset_indices(block.attn.fmap_size, block.attn.stride)
+            if not torch.equal(attn.pos_indices.cpu(), expected):
+                raise ValueError(f"backbone.{s}.layers.{j}: vit-pytorch's offset indices differ from vitlib's")
+            # vit-pytorch adds pos_bias / scale to the scaled scores (a table of shape (offsets,
+            # heads)); vitlib adds its (heads, offsets) table as it is, like the paper
+            sd[p + "attn.attention_biases"] = attn.pos_bias.weight.t() / attn.scale
+            fc1, fc2 = ff.net[0], ff.net[3]
+            sd[p + "ff.fc1.weight"], sd[p + "ff.fc1.bias"] = fc1.weight, fc1.bias
+            sd[p + "ff.fc2.weight"], sd[p + "ff.fc2.bias"] = fc2.weight, fc2.bias
+    sd["head.weight"], sd["head.bias"] = model.mlp_head.weight, model.mlp_head.bias
+    if distill is not None:
+        sd["distill_head.weight"], sd["distill_head.bias"] = distill.weight, distill.bias
+    _load(out, sd)
+    return out
+
+
+# ----- CrossViT ---------------------------------------------------------------------------------
+
+
+def _attention_weights(attn: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """vit-pytorch cross_vit Attention (``to_q``, ``to_kv``) to :class:`vitlib.layers.Attention`:
+    ``to_qkv``'s rows are the query rows then the key and value rows."""
+    out = _linears(attn.to_out)[0]
+    return {
+        prefix + "norm.weight": attn.norm.weight,
+        prefix + "norm.bias": attn.norm.bias,
+        prefix + "to_qkv.weight": torch.cat((attn.to_q.weight, attn.to_kv.weight), dim=0),
+        prefix + "to_out.weight": out.weight,
+        prefix + "to_out.bias": out.bias,
+    }
+
+
+def _encoder_weights(enc: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    sd = {prefix + "norm.weight": enc.norm.weight, prefix + "norm.bias": enc.norm.bias}
+    for i, (attn, ff) in enumerate(enc.layers):
+        p = f"{prefix}blocks.{i}."
+        sd.update(_attention_weights(attn, p + "attn."))
+        norm, fc1, fc2 = ff.net[0], ff.net[1], ff.net[4]
+        sd[p + "ff.norm.weight"], sd[p + "ff.norm.bias"] = norm.weight, norm.bias
+        sd[p + "ff.fc1.weight"], sd[p + "ff.fc1.bias"] = fc1.weight, fc1.bias
+        sd[p + "ff.fc2.weight"], sd[p + "ff.fc2.bias"] = fc2.weight, fc2.bias
+    return sd
+
+
+def _embedder(emb: nn.Module, prefix: str) -> tuple[dict[str, torch.Tensor], int, int, int]:
+    """Weights, patch size, channels and number of patches of a vit-pytorch ImageEmbedder."""
+    rearrange, norm_in, proj, norm_out = emb.to_patch_embedding
+    patch = rearrange.axes_lengths["p1"]
+    channels = norm_in.normalized_shape[0] // (patch * patch)
+    dim = proj.out_features
+    num_patches = emb.pos_embedding.numel() // dim - 1
+    sd = {
+        prefix + "patch_embedding.norm_in.weight": norm_in.weight,
+        prefix + "patch_embedding.norm_in.bias": norm_in.bias,
+        prefix + "patch_embedding.proj.weight": proj.weight,
+        prefix + "patch_embedding.proj.bias": proj.bias,
+        prefix + "patch_embedding.norm_out.weight": norm_out.weight,
+        prefix + "patch_embedding.norm_out.bias": norm_out.bias,
+        prefix + "cls_token": emb.cls_token.reshape(1, dim),
+        prefix + "pos_embedding": emb.pos_embedding.reshape(num_patches + 1, dim),
+    }
+    return sd, patch, channels, num_patches
+
+
+def _convert_cross_vit(model: nn.Module, image_size) -> CrossViT:
+    sd_sm, sm_patch, channels, sm_n = _embedder(model.sm_image_embedder, "sm_embedding.")
+    sd_lg, lg_patch, _, _ = _embedder(model.lg_image_embedder, "lg_embedding.")
+    side = math.isqrt(sm_n) * sm_patch
+    if image_size is not None and pair(image_size, "image_size") != (side, side):
+        raise ValueError(f"the CrossViT's position tables fit image_size={side}; received image_size={image_size!r}")
+    layers = model.multi_scale_encoder.layers
+    sm_enc, lg_enc, cross = layers[0]
+
+    def enc_cfg(enc):
+        attn, ff = enc.layers[0]
+        return dict(depth=len(enc.layers), heads=attn.heads, mlp_dim=ff.net[1].out_features,
+                    dim_head=attn.to_q.out_features // attn.heads)
+
+    sm_cfg, lg_cfg = enc_cfg(sm_enc), enc_cfg(lg_enc)
+    cross_attn = cross.layers[0][0].fn
+    sm_head_norm, sm_head_fc = model.sm_mlp_head
+    lg_head_norm, lg_head_fc = model.lg_mlp_head
+    out = CrossViT(
+        image_size=side,
+        num_classes=sm_head_fc.out_features,
+        sm_dim=sm_head_fc.in_features,
+        lg_dim=lg_head_fc.in_features,
+        sm_patch_size=sm_patch,
+        lg_patch_size=lg_patch,
+        **{f"sm_enc_{k}": v for k, v in sm_cfg.items()},
+        **{f"lg_enc_{k}": v for k, v in lg_cfg.items()},
+        cross_attn_depth=len(cross.layers),
+        cross_attn_heads=cross_attn.heads,
+        cross_attn_dim_head=cross_attn.to_q.out_features // cross_attn.heads,
+        depth=len(layers),
+        dropout=cross_attn.dropout.p,
+        emb_dropout=model.sm_image_embedder.dropout.p,
+        channels=channels,
+    )
+    sd = {**sd_sm, **sd_lg}
+    for i, (sm_enc, lg_enc, cross) in enumerate(layers):
+        p = f"layers.{i}."
+        sd.update(_encoder_weights(sm_enc, p + "sm_encoder."))
+        sd.update(_encoder_weights(lg_enc, p + "lg_encoder."))
+        for j, (sm_attend_lg, lg_attend_sm) in enumerate(cross.layers):
+            for name, wrap in (("sm_attend_lg", sm_attend_lg), ("lg_attend_sm", lg_attend_sm)):
+                q = f"{p}{name}.{j}."
+                sd.update(_attention_weights(wrap.fn, q + "attn."))
+                for proj in ("project_in", "project_out"):
+                    layer = getattr(wrap, proj)
+                    if isinstance(layer, nn.Linear):
+                        sd[f"{q}{proj}.weight"], sd[f"{q}{proj}.bias"] = layer.weight, layer.bias
+    for name, (norm, fc) in (("sm_head", (sm_head_norm, sm_head_fc)), ("lg_head", (lg_head_norm, lg_head_fc))):
+        sd[f"{name}.norm.weight"], sd[f"{name}.norm.bias"] = norm.weight, norm.bias
+        sd[f"{name}.fc.weight"], sd[f"{name}.fc.bias"] = fc.weight, fc.bias
+    _load(out, sd)
+    return out

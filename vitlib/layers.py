@@ -75,6 +75,7 @@ def attention(
     v: torch.Tensor,
     dropout_p: float = 0.0,
     fused: bool = True,
+    bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention over ``(batch, heads, tokens, dim_head)`` tensors.
 
@@ -82,10 +83,16 @@ def attention(
     fused kernel (flash or memory-efficient) and never materialises the ``tokens x tokens`` matrix;
     it returns ``(out, None)``. ``fused=False`` is the textbook computation
     ``softmax(q k^T / sqrt(d)) v`` and also returns the attention matrix, for pictures.
+
+    Queries and keys may differ in number (cross-attention) and ``v`` may have another head size
+    than ``q`` and ``k``. ``bias``, if given, is added to the scaled scores before the softmax; it
+    broadcasts to ``(batch, heads, queries, keys)`` (LeViT's learned attention bias).
     """
     if fused:
-        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
     scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if bias is not None:
+        scores = scores + bias
     attn = scores.softmax(dim=-1)
     out = torch.matmul(F.dropout(attn, dropout_p) if dropout_p > 0 else attn, v)
     return out, attn
@@ -97,6 +104,13 @@ class Attention(nn.Module):
     ``fused`` selects SDPA (default) or the plain path; ``forward(x, return_attn=True)`` always
     takes the plain path and returns ``(out, attn)`` with ``attn`` of shape
     ``(batch, heads, tokens, tokens)``.
+
+    Cross-attention: ``forward(x, context=c)`` takes the queries from ``norm(x)`` and the keys and
+    values from ``c`` (used as given: it is normally another encoder's normalised output);
+    ``kv_include_self=True`` prepends ``norm(x)`` to ``c`` so that a token also attends to itself
+    (CrossViT's class tokens). ``to_qkv``'s rows are the query projection followed by the key and
+    value projections, so the cross path applies its first third to ``x`` and the rest to the
+    context: one set of weights, the same parameters and names as for self-attention.
     """
 
     def __init__(
@@ -119,16 +133,46 @@ class Attention(nn.Module):
         self.to_out = nn.Linear(inner, dim, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(
+        self,
+        x: torch.Tensor,
+        return_attn: bool = False,
+        *,
+        context: torch.Tensor | None = None,
+        kv_include_self: bool = False,
+    ):
         b, n, _ = x.shape
-        qkv = self.to_qkv(self.norm(x))
-        # (b, n, 3 * h * d) -> 3 x (b, h, n, d); the last dim splits as (3, h, d) like vit-pytorch's chunk
-        q, k, v = qkv.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        if context is None and not kv_include_self:
+            qkv = self.to_qkv(self.norm(x))
+            # (b, n, 3 * h * d) -> 3 x (b, h, n, d); the last dim splits as (3, h, d) like vit-pytorch's chunk
+            q, k, v = qkv.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            q, k, v = self._cross_qkv(self.norm(x), context, kv_include_self)
         p = self.attn_dropout if self.training else 0.0
         out, attn = attention(q, k, v, dropout_p=p, fused=self.fused and not return_attn)
         out = out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head)
         out = self.dropout(self.to_out(out))
         return (out, attn) if return_attn else out
+
+    def _cross_qkv(self, x: torch.Tensor, context: torch.Tensor | None, kv_include_self: bool):
+        """Queries from (normalised) ``x``, keys and values from ``context``: each ``(b, h, tokens, d)``."""
+        if context is None:
+            raise ValueError("kv_include_self=True needs a context (the tokens to attend to); received context=None")
+        if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != x.shape[-1]:
+            raise ValueError(
+                f"context must be a tensor of shape (batch={x.shape[0]}, tokens, dim={x.shape[-1]}) like x; "
+                f"received shape {tuple(context.shape)}"
+            )
+        if kv_include_self:
+            context = torch.cat((x, context), dim=1)
+        b, n, _ = x.shape
+        m = context.shape[1]
+        inner = self.heads * self.dim_head
+        w = self.to_qkv.weight  # rows: [query; key; value] projections, no bias
+        q = F.linear(x, w[:inner]).view(b, n, self.heads, self.dim_head).transpose(1, 2)
+        kv = F.linear(context, w[inner:]).view(b, m, 2, self.heads, self.dim_head)
+        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
+        return q, k, v
 
 
 class FeedForward(nn.Module):

@@ -1,7 +1,9 @@
 """vitlib's models, one file per family. ``MODELS`` maps a short name to each class."""
+from .cross_vit import CrossViT
+from .levit import LeViT
 from .simple_vit import SimpleViT
 from .vit import ViT
 
-MODELS = {"vit": ViT, "simple_vit": SimpleViT}
+MODELS = {"vit": ViT, "simple_vit": SimpleViT, "levit": LeViT, "cross_vit": CrossViT}
 
-__all__ = ["ViT", "SimpleViT", "MODELS"]
+__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "MODELS"]

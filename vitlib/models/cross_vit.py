@@ -1,0 +1,178 @@
+"""CrossViT (Chen et al., 2021, "CrossViT: Cross-Attention Multi-Scale Vision Transformer").
+
+Two ViT branches see the same image cut into small and large patches. After each round of
+per-branch self-attention, the class token of each branch attends to the other branch's patch
+tokens (and to itself): cross-attention with one query per branch, so exchanging information costs
+time linear, not quadratic, in the number of tokens. Each branch classifies its class token and the
+logits are summed.
+
+Every attention here, self and cross, is the shared :class:`~vitlib.layers.Attention`: the encoders
+are :class:`~vitlib.layers.Transformer` and the cross-attention calls ``Attention(cls,
+context=patches, kv_include_self=True)``. Keyword names and layout follow vit-pytorch so that its
+weights convert (:func:`vitlib.convert.from_vit_pytorch`).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from ..layers import Attention, PatchEmbedding, Transformer, pair
+from .base import check_positive, check_probability
+
+__all__ = ["CrossViT", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer"]
+
+
+class ClassTokenEmbedding(nn.Module):
+    """Patches to tokens, a class token prepended, learned positions added, then dropout."""
+
+    def __init__(self, image_size, patch_size, channels: int, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner="CrossViT")
+        self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + 1, dim) * 0.02)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embedding(img)
+        cls = self.cls_token.expand(x.shape[0], -1, -1)
+        return self.dropout(torch.cat((cls, x), dim=1) + self.pos_embedding)
+
+
+class CrossBlock(nn.Module):
+    """One branch's class token attends to the other branch's patch tokens and to itself.
+
+    The class token is projected to the other branch's width (``project_in``, identity when the
+    widths agree), attends there with a shared :class:`~vitlib.layers.Attention`, and is projected
+    back (``project_out``). The caller adds the residual.
+    """
+
+    def __init__(self, dim: int, context_dim: int, heads: int, dim_head: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        same = dim == context_dim
+        self.project_in = nn.Identity() if same else nn.Linear(dim, context_dim)
+        self.attn = Attention(context_dim, heads, dim_head, dropout)
+        self.project_out = nn.Identity() if same else nn.Linear(context_dim, dim)
+
+    def forward(self, cls: torch.Tensor, context: torch.Tensor, return_attn: bool = False):
+        out = self.attn(self.project_in(cls), return_attn, context=context, kv_include_self=True)
+        if return_attn:
+            out, attn = out
+            return self.project_out(out), attn
+        return self.project_out(out)
+
+
+class MultiScaleLayer(nn.Module):
+    """Both encoders, then ``cross_attn_depth`` rounds of class-token cross-attention."""
+
+    def __init__(self, sm_dim, lg_dim, sm_enc, lg_enc, cross_depth, cross_heads, cross_dim_head, dropout) -> None:
+        super().__init__()
+        self.sm_encoder = Transformer(sm_dim, dropout=dropout, **sm_enc)
+        self.lg_encoder = Transformer(lg_dim, dropout=dropout, **lg_enc)
+        self.sm_attend_lg = nn.ModuleList(
+            [CrossBlock(sm_dim, lg_dim, cross_heads, cross_dim_head, dropout) for _ in range(cross_depth)]
+        )
+        self.lg_attend_sm = nn.ModuleList(
+            [CrossBlock(lg_dim, sm_dim, cross_heads, cross_dim_head, dropout) for _ in range(cross_depth)]
+        )
+
+    def forward(self, sm: torch.Tensor, lg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        sm, lg = self.sm_encoder(sm), self.lg_encoder(lg)
+        sm_cls, sm_patches = sm[:, :1], sm[:, 1:]
+        lg_cls, lg_patches = lg[:, :1], lg[:, 1:]
+        for sm_block, lg_block in zip(self.sm_attend_lg, self.lg_attend_sm):
+            sm_cls = sm_cls + sm_block(sm_cls, lg_patches)
+            lg_cls = lg_cls + lg_block(lg_cls, sm_patches)
+        return torch.cat((sm_cls, sm_patches), dim=1), torch.cat((lg_cls, lg_patches), dim=1)
+
+
+def _head(dim: int, num_classes: int) -> nn.Sequential:
+    return nn.Sequential(OrderedDict(norm=nn.LayerNorm(dim), fc=nn.Linear(dim, num_classes)))
+
+
+class CrossViT(nn.Module):
+    """CrossViT with vit-pytorch's keyword names.
+
+    ``image_size`` (an int or ``(height, width)``) must be divisible by both ``sm_patch_size`` and
+    ``lg_patch_size``; the model accepts only images of exactly that size. Returns the sum of the
+    two branches' logits.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size,
+        num_classes: int,
+        sm_dim: int,
+        lg_dim: int,
+        sm_patch_size=12,
+        sm_enc_depth: int = 1,
+        sm_enc_heads: int = 8,
+        sm_enc_mlp_dim: int = 2048,
+        sm_enc_dim_head: int = 64,
+        lg_patch_size=16,
+        lg_enc_depth: int = 4,
+        lg_enc_heads: int = 8,
+        lg_enc_mlp_dim: int = 2048,
+        lg_enc_dim_head: int = 64,
+        cross_attn_depth: int = 2,
+        cross_attn_heads: int = 8,
+        cross_attn_dim_head: int = 64,
+        depth: int = 3,
+        dropout: float = 0.1,
+        emb_dropout: float = 0.1,
+        channels: int = 3,
+    ) -> None:
+        super().__init__()
+        check_positive(num_classes=num_classes, sm_dim=sm_dim, lg_dim=lg_dim, sm_enc_depth=sm_enc_depth,
+                       sm_enc_heads=sm_enc_heads, sm_enc_mlp_dim=sm_enc_mlp_dim, sm_enc_dim_head=sm_enc_dim_head,
+                       lg_enc_depth=lg_enc_depth, lg_enc_heads=lg_enc_heads, lg_enc_mlp_dim=lg_enc_mlp_dim,
+                       lg_enc_dim_head=lg_enc_dim_head, cross_attn_depth=cross_attn_depth,
+                       cross_attn_heads=cross_attn_heads, cross_attn_dim_head=cross_attn_dim_head, depth=depth,
+                       channels=channels)
+        check_probability(dropout=dropout, emb_dropout=emb_dropout)
+        ih, iw = self.image_size = pair(image_size, "image_size")
+        for name, ps in (("sm_patch_size", sm_patch_size), ("lg_patch_size", lg_patch_size)):
+            ph, pw = pair(ps, name)
+            if ih % ph or iw % pw:
+                raise ValueError(
+                    f"image_size {ih}x{iw} must be divisible by {name} {ph}x{pw}; "
+                    f"received remainders {ih % ph} (height) and {iw % pw} (width)"
+                )
+        self.config = dict(
+            image_size=image_size, num_classes=num_classes, sm_dim=sm_dim, lg_dim=lg_dim, sm_patch_size=sm_patch_size,
+            sm_enc_depth=sm_enc_depth, sm_enc_heads=sm_enc_heads, sm_enc_mlp_dim=sm_enc_mlp_dim,
+            sm_enc_dim_head=sm_enc_dim_head, lg_patch_size=lg_patch_size, lg_enc_depth=lg_enc_depth,
+            lg_enc_heads=lg_enc_heads, lg_enc_mlp_dim=lg_enc_mlp_dim, lg_enc_dim_head=lg_enc_dim_head,
+            cross_attn_depth=cross_attn_depth, cross_attn_heads=cross_attn_heads,
+            cross_attn_dim_head=cross_attn_dim_head, depth=depth, dropout=dropout, emb_dropout=emb_dropout,
+            channels=channels,
+        )
+        self.sm_embedding = ClassTokenEmbedding(image_size, sm_patch_size, channels, sm_dim, emb_dropout)
+        self.lg_embedding = ClassTokenEmbedding(image_size, lg_patch_size, channels, lg_dim, emb_dropout)
+        sm_enc = dict(depth=sm_enc_depth, heads=sm_enc_heads, mlp_dim=sm_enc_mlp_dim, dim_head=sm_enc_dim_head)
+        lg_enc = dict(depth=lg_enc_depth, heads=lg_enc_heads, mlp_dim=lg_enc_mlp_dim, dim_head=lg_enc_dim_head)
+        self.layers = nn.ModuleList(
+            [MultiScaleLayer(sm_dim, lg_dim, sm_enc, lg_enc, cross_attn_depth, cross_attn_heads, cross_attn_dim_head,
+                             dropout) for _ in range(depth)]
+        )
+        self.sm_head = _head(sm_dim, num_classes)
+        self.lg_head = _head(lg_dim, num_classes)
+
+    def forward_features(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images to the two branches' tokens, ``(b, 1 + sm_patches, sm_dim)`` and ``(b, 1 + lg_patches, lg_dim)``."""
+        sm, lg = self.sm_embedding(img), self.lg_embedding(img)
+        for layer in self.layers:
+            sm, lg = layer(sm, lg)
+        return sm, lg
+
+    def forward_head(self, tokens: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        sm, lg = tokens
+        return self.sm_head(sm[:, 0]) + self.lg_head(lg[:, 0])
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(img))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
