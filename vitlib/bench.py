@@ -51,6 +51,7 @@ __all__ = [
     "measure_inference",
     "measure_train_step",
     "peak_memory",
+    "time_interleaved",
     "compare",
     "scaling_sweep",
     "block_time_split",
@@ -325,6 +326,32 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int | N
 # Comparisons
 
 
+def time_interleaved(
+    fns: Mapping,
+    *,
+    rounds: int = 3,
+    min_run_time: float = 0.3,
+    num_threads: int | None = None,
+    warmup: int = 3,
+    device: torch.device | str | None = None,
+    progress: str | None = None,
+) -> dict:
+    """Time every ``fns[key]()`` in turn, for ``rounds`` rounds, and return each key's per-call
+    times. Interleaving means a slow spell of a shared machine hits every candidate alike.
+    ``warmup`` calls precede each candidate's first timing; ``progress`` is a progress-bar title."""
+    times: dict = {key: [] for key in fns}
+    steps: Iterable = [(r, key) for r in range(rounds) for key in fns]
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(list(steps), desc=progress, leave=False)
+    for r, key in steps:
+        t = time_function(fns[key], num_threads=num_threads, min_run_time=min_run_time,
+                          warmup=warmup if r == 0 else 1, device=device)
+        times[key].extend(t.times)
+    return times
+
+
 def compare(
     candidates: Mapping[str, tuple[nn.Module, torch.Tensor]],
     *,
@@ -361,18 +388,10 @@ def compare(
     fns = {}
     for name, (model, x) in candidates.items():
         fns[name] = _inference_fn(model, x) if mode == "inference" else _train_fn(model, x)
-    times: dict[str, list[float]] = {n: [] for n in names}
-    steps = [(r, n) for r in range(rounds) for n in names]
-    iterator: Iterable = steps
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(steps, desc=f"timing {len(names)} models ({mode})", leave=False)
-    for r, name in iterator:
-        x = candidates[name][1]
-        t = time_function(fns[name], num_threads=threads, min_run_time=min_run_time,
-                          warmup=warmup if r == 0 else 1, device=x.device)
-        times[name].extend(t.times)
+    cuda = next((x.device for _, x in candidates.values() if x.device.type == "cuda"), None)
+    times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=threads, warmup=warmup,
+                             device=cuda,
+                             progress=f"timing {len(names)} models ({mode})" if progress else None)
     rows = []
     for name in names:
         model, x = candidates[name]
@@ -422,22 +441,16 @@ def scaling_sweep(
         model = model_cls(**cfg).to(device).eval()
         h, w = model.patch_embedding.image_size
         x = torch.randn(batch, model.patch_embedding.channels, h, w, device=device)
-        runs.append((s, model, x, _inference_fn(model, x), []))
-    steps = [(r, i) for r in range(rounds) for i in range(len(runs))]
-    if progress:
-        from tqdm.auto import tqdm
-
-        steps = tqdm(steps, desc=f"timing {len(runs)} settings", leave=False)
-    for r, i in steps:
-        _, _, x, fn, times = runs[i]
-        times.extend(time_function(fn, num_threads=num_threads, min_run_time=min_run_time,
-                                   warmup=2 if r == 0 else 1, device=device).times)
+        runs.append((s, model, x, _inference_fn(model, x)))
+    times = time_interleaved({i: run[3] for i, run in enumerate(runs)}, rounds=rounds, min_run_time=min_run_time,
+                             num_threads=num_threads, warmup=2, device=device,
+                             progress=f"timing {len(runs)} settings" if progress else None)
     rows = []
-    for s, model, x, _, times in runs:
+    for i, (s, model, x, _) in enumerate(runs):
         split = flops_by_component(model, x[:1])
         tokens = model.patch_embedding.num_patches + (1 if getattr(model, "pool", "mean") == "cls" else 0)
         rows.append({**s, "tokens": tokens, "params": count_parameters(model), **split, "gflops": sum(split.values()) / 1e9,
-                     "median_ms": statistics.median(times) * 1e3})
+                     "median_ms": statistics.median(times[i]) * 1e3})
     return pd.DataFrame(rows)
 
 
@@ -462,16 +475,13 @@ def block_time_split(
     device = torch.device(device)
     attn = Attention(dim, heads, dim_head).to(device).eval()
     ff = FeedForward(dim, mlp_dim).to(device).eval()
-    cases = []
+    fns = {}
     for n in tokens:
         x = torch.randn(batch, n, dim, device=device)
-        cases.append((n, "attention", _inference_fn(attn, x)))
-        cases.append((n, "mlp", _inference_fn(ff, x)))
-    times: dict[tuple[int, str], list[float]] = {(n, k): [] for n, k, _ in cases}
-    for r in range(rounds):
-        for n, k, fn in cases:
-            times[(n, k)].extend(time_function(fn, num_threads=num_threads, min_run_time=min_run_time,
-                                               warmup=2 if r == 0 else 1, device=device).times)
+        fns[(n, "attention")] = _inference_fn(attn, x)
+        fns[(n, "mlp")] = _inference_fn(ff, x)
+    times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=num_threads, warmup=2,
+                             device=device)
     rows = []
     for n in tokens:
         a, m = statistics.median(times[(n, "attention")]) * 1e3, statistics.median(times[(n, "mlp")]) * 1e3
