@@ -26,7 +26,7 @@ $(VENV)/.test-deps: $(VENV)/.book-deps requirements-test.txt
 	touch $@
 
 book: $(VENV)/.book-deps
-	VITLIB_MODE=$(MODE) $(BIN)/jupyter-book build .
+	VITLIB_MODE=$(MODE) $(BIN)/jupyter-book build . --all
 	@test -f _build/html/index.html && echo "book: $(CURDIR)/_build/html/index.html"
 
 unit: $(VENV)/.test-deps
@@ -36,7 +36,7 @@ notebooks: $(VENV)/.test-deps
 	VITLIB_MODE=quick $(BIN)/python -m pytest --nbval-lax book
 
 strict-book: $(VENV)/.test-deps
-	VITLIB_MODE=quick $(BIN)/jupyter-book build . -W -n --keep-going
+	VITLIB_MODE=quick $(BIN)/jupyter-book build . --all -W -n --keep-going
 
 test: unit notebooks strict-book
 
