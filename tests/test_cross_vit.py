@@ -12,13 +12,7 @@ from vitlib.convert import from_vit_pytorch
 from vitlib.layers import Attention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP's spin-waiting on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(num_classes=4, sm_dim=16, lg_dim=24, sm_patch_size=4, lg_patch_size=8, sm_enc_depth=1, sm_enc_heads=2,

@@ -12,13 +12,7 @@ from vitlib.fuse import fold_batchnorm, fuse_batchnorm
 from vitlib.models.levit import LeViTAttention, relative_offset_indices
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread avoids OpenMP's spin-waiting on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = dict(num_classes=5, dim=(16, 24, 32), depth=1, heads=2, mlp_mult=2, dim_key=8, dim_value=8)
