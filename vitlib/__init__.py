@@ -1,6 +1,6 @@
 """vitlib: the models, training, measurement and export code of *Efficient Vision Transformers*."""
-from .models import MODELS, CrossViT, LeViT, SimpleViT, ViT
+from .models import MODELS, CrossViT, LeViT, NaViT, NaViTNested, SimpleViT, ViT
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "MODELS", "__version__"]
+__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "MODELS", "__version__"]

@@ -40,12 +40,15 @@ from torch.utils import benchmark  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from .layers import Attention, FeedForward, PatchEmbedding  # noqa: E402
+from .models.levit import LeViTAttention, LeViTFeedForward  # noqa: E402
 
 __all__ = [
     "count_parameters",
     "parameters_by_component",
     "count_flops",
     "flops_by_component",
+    "attention_entries",
+    "part_table",
     "Timing",
     "time_function",
     "measure_inference",
@@ -56,6 +59,15 @@ __all__ = [
     "scaling_sweep",
     "block_time_split",
     "provenance",
+    "NAVIT_SIZES",
+    "NAVIT_CONFIG",
+    "navit_workload",
+    "pad_images",
+    "navit_token_counts",
+    "packing_padding",
+    "navit_train_comparison",
+    "navit_packed_vs_padded",
+    "token_dropout_sweep",
     "SUITES",
     "main",
 ]
@@ -69,17 +81,20 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+_HEAD_NAMES = ("head", "distill_head", "sm_head", "lg_head", "mlp_head")
+
+
 def _component_of(model: nn.Module) -> dict[str, str]:
     """Map each module's qualified name to the book's component names."""
     kinds: dict[str, str] = {}
     for name, mod in model.named_modules():
-        if isinstance(mod, PatchEmbedding):
+        if isinstance(mod, PatchEmbedding) or name == "stem":  # LeViT's stem is its patch embedding
             kinds[name] = "patch embedding"
-        elif isinstance(mod, Attention):
+        elif isinstance(mod, (Attention, LeViTAttention)):
             kinds[name] = "attention"
-        elif isinstance(mod, FeedForward):
+        elif isinstance(mod, (FeedForward, LeViTFeedForward)):
             kinds[name] = "mlp"
-        elif name == "head":
+        elif name in _HEAD_NAMES:
             kinds[name] = "head"
     return kinds
 
@@ -189,6 +204,123 @@ def flops_by_component(model: nn.Module, inputs, backward: bool = False) -> dict
     return out
 
 
+def attention_entries(model: nn.Module, inputs) -> list[dict]:
+    """Every attention layer's size in one forward pass: ``module`` (its name), ``heads``,
+    ``queries``, ``keys`` and ``entries = heads * queries * keys`` per image, the number of scores
+    it computes. Recorded from the tensors the layers receive and return, not from a formula:
+    self-attention in ViT-like models, cross-attention (``context=``) and LeViT's attention on
+    feature maps, shrinking attention included."""
+    rows: list[dict] = []
+
+    def record(name, mod, args, kwargs, output):
+        x = args[0]
+        if isinstance(mod, LeViTAttention):  # feature maps (b, c, h, w)
+            queries, keys = output.shape[-2] * output.shape[-1], x.shape[-2] * x.shape[-1]
+        else:
+            queries = x.shape[1]
+            context = kwargs.get("context")
+            keys = queries if context is None else context.shape[1] + (queries if kwargs.get("kv_include_self") else 0)
+        rows.append({"module": name, "heads": mod.heads, "queries": int(queries), "keys": int(keys),
+                     "entries": int(mod.heads * queries * keys)})
+
+    hooks = [mod.register_forward_hook(lambda m, a, k, o, name=name: record(name, m, a, k, o), with_kwargs=True)
+             for name, mod in model.named_modules() if isinstance(mod, (Attention, LeViTAttention))]
+    try:
+        with torch.no_grad():
+            model(inputs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def part_table(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    parts: Mapping[str, nn.Module | Iterable[nn.Module]],
+    *,
+    timing: bool = False,
+    rounds: int = 3,
+    min_run_time: float = 0.2,
+    num_threads: int | None = None,
+):
+    """Split one forward pass of ``model(inputs)`` into named parts (LeViT's stages, CrossViT's
+    branches) and return a DataFrame with one row per part.
+
+    ``parts`` maps a label to a submodule or a list of submodules (e.g. ``model.named_stages()``).
+    Columns: ``tokens`` (tokens the part outputs: ``h * w`` of a feature map, or the sequence
+    length; None for a part that outputs neither, such as a head), ``map`` (``"h x w"`` for feature maps), ``attention_entries`` (scores computed, per
+    image, summed over the part's attention layers and heads, see :func:`attention_entries`),
+    ``gflops_scores`` (the ``q k^T`` and ``attn v`` products), ``gflops`` (all matrix products of the
+    part), ``params``; with ``timing=True`` also ``median_ms`` for the whole batch (each
+    single-module part timed alone on the input it received, all parts interleaved; NaN for a
+    part made of several modules) and ``time_share``. FLOPs and entries are per image.
+    """
+    import pandas as pd
+
+    model.eval()
+    names = {id(m): n for n, m in model.named_modules()}
+    groups = {label: [mods] if isinstance(mods, nn.Module) else list(mods) for label, mods in parts.items()}
+    for label, mods in groups.items():
+        for m in mods:
+            if id(m) not in names:
+                raise ValueError(f"part {label!r} holds a module that is not inside the model: {type(m).__name__}")
+    seen: dict[int, tuple] = {}  # module -> (its input args, its output shape)
+
+    def keep(mod, args, output):
+        seen[id(mod)] = (tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args), tuple(output.shape))
+
+    hooks = [m.register_forward_hook(keep) for mods in groups.values() for m in mods]
+    try:
+        entries = attention_entries(model, inputs[:1])
+        with _flop_counter() as counter, torch.no_grad():
+            model(inputs[:1])
+        with torch.no_grad():
+            model(inputs)  # the inputs kept for timing are full batches
+    finally:
+        for h in hooks:
+            h.remove()
+    counts = counter.get_flop_counts()
+    root = type(model).__name__
+    kinds = _component_of(model)
+    rows = []
+    for label, mods in groups.items():
+        prefixes = [names[id(m)] for m in mods]
+        inside = lambda name: any(name == p or name.startswith(p + ".") for p in prefixes)  # noqa: E731
+        flops = sum(sum(counts.get(f"{root}.{p}", {}).values()) for p in prefixes)
+        scores = sum(int(n) for name, kind in kinds.items() if kind == "attention" and inside(name)
+                     for op, n in counts.get(f"{root}.{name}", {}).items() if _is_score_op(op))
+        # tokens: the last output in the part that is a sequence (b, n, d) or a map (b, c, h, w)
+        shape = next((seen[id(m)][1] for m in reversed(mods) if len(seen[id(m)][1]) in (3, 4)), None)
+        rows.append({
+            "part": label,
+            "tokens": None if shape is None else shape[-2] * shape[-1] if len(shape) == 4 else shape[1],
+            "map": f"{shape[-2]} x {shape[-1]}" if shape is not None and len(shape) == 4 else "",
+            "attention_entries": sum(r["entries"] for r in entries if inside(r["module"])),
+            "gflops_scores": scores / 1e9,
+            "gflops": flops / 1e9,
+            "params": sum(count_parameters(m) for m in mods),
+        })
+    df = pd.DataFrame(rows).set_index("part")
+    df["tokens"] = df["tokens"].astype("Int64")
+    if timing:
+        fns = {label: _part_fn(mods[0], seen[id(mods[0])][0]) for label, mods in groups.items() if len(mods) == 1}
+        times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=num_threads,
+                                 warmup=2, device=inputs.device)
+        df["median_ms"] = [statistics.median(times[label]) * 1e3 if label in times else float("nan") for label in groups]
+        df["time_share"] = df["median_ms"] / df["median_ms"].sum()
+        df.attrs.update(batch=int(inputs.shape[0]), rounds=rounds, threads=num_threads or _default_threads())
+    return df
+
+
+def _part_fn(module: nn.Module, args: tuple) -> Callable[[], object]:
+    def run():
+        with torch.inference_mode():
+            return module(*args)
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------------
 # Time
 
@@ -281,8 +413,9 @@ def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, 
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     if y is None:
-        with torch.no_grad():
-            num_classes = model(x[:1]).shape[-1]
+        with torch.no_grad():  # in eval mode: batch norm cannot normalise a batch of one in training mode
+            num_classes = model.eval()(x[:1]).shape[-1]
+        model.train()
         y = torch.randint(0, num_classes, (x.shape[0],), device=x.device)
 
     def run():
@@ -612,7 +745,260 @@ def _suite_train(args) -> dict:
     return figures
 
 
-SUITES: dict[str, Callable[[argparse.Namespace], dict]] = {"anatomy": _suite_anatomy, "train": _suite_train}
+# ---------------------------------------------------------------------------------------------
+# NaViT: mixed resolutions packed into sequences, and token dropout
+
+#: Image sizes (height, width) of the NaViT workload: squares and both orientations, 64 to 224 pixels.
+NAVIT_SIZES = ((64, 64), (96, 160), (128, 128), (160, 96), (224, 160), (224, 224))
+#: The model the NaViT suite trains: ViT-Tiny's width and heads, six layers, 16-pixel patches.
+NAVIT_CONFIG = dict(patch_size=16, num_classes=10, dim=192, depth=6, heads=3, dim_head=64, mlp_dim=768)
+
+
+def navit_workload(
+    num_images: int = 32,
+    sizes=NAVIT_SIZES,
+    *,
+    channels: int = 3,
+    num_classes: int = 10,
+    seed: int = 0,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """``num_images`` random images, each of a size drawn uniformly from ``sizes`` (ints or
+    ``(height, width)`` pairs), and random labels; reproducible from ``seed``."""
+    from .layers import pair
+
+    sizes = [pair(s, "size") for s in sizes]
+    if not sizes or num_images < 1:
+        raise ValueError(f"navit_workload needs at least one size and one image; received sizes={sizes!r}, "
+                         f"num_images={num_images!r}")
+    gen = torch.Generator().manual_seed(seed)
+    picks = torch.randint(len(sizes), (num_images,), generator=gen).tolist()
+    images = [torch.randn(channels, *sizes[i], generator=gen) for i in picks]
+    return images, torch.randint(num_classes, (num_images,), generator=gen)
+
+
+def pad_images(images: list[torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Stack ``(c, h, w)`` images into one ``(n, c, H, W)`` batch, zero-padded at the bottom and
+    right to ``size`` (default: the largest height and width among them)."""
+    h = max(img.shape[-2] for img in images) if size is None else size[0]
+    w = max(img.shape[-1] for img in images) if size is None else size[1]
+    out = images[0].new_zeros(len(images), images[0].shape[0], h, w)
+    for i, img in enumerate(images):
+        out[i, :, : img.shape[-2], : img.shape[-1]] = img
+    return out
+
+
+def navit_token_counts(images: list[torch.Tensor], patch_size: int, token_dropout: float = 0.0) -> list[int]:
+    """Tokens per image at ``patch_size``, after token dropout at rate ``token_dropout`` (NaViT's rule:
+    ``max(1, int(n * (1 - rate)))``)."""
+    counts = [(img.shape[-2] // patch_size) * (img.shape[-1] // patch_size) for img in images]
+    return [max(1, int(n * (1.0 - token_dropout))) for n in counts]
+
+
+def packing_padding(lengths: list[int], max_lens: Iterable[int | None] = (None,)) -> list[dict]:
+    """Padding fraction of first-fit-decreasing packing (vitlib's NaViT) and of in-order greedy
+    packing (vit-pytorch's) for each maximum sequence length (None: the longest length). One
+    row per length: ``max_len``, ``sequences_ours``, ``sequences_greedy``, ``padding_ours``,
+    ``padding_greedy``."""
+    from .models.na_vit import pack_greedy, pack_sequences, padding_fraction
+
+    rows = []
+    for max_len in max_lens:
+        max_len = max(lengths) if max_len is None else max_len
+        ours, greedy = pack_sequences(lengths, max_len), pack_greedy(lengths, max_len)
+        rows.append({"max_len": max_len, "sequences_ours": len(ours), "sequences_greedy": len(greedy),
+                     "padding_ours": padding_fraction(lengths, ours),
+                     "padding_greedy": padding_fraction(lengths, greedy)})
+    return rows
+
+
+def _list_train_fn(model: nn.Module, images, labels: torch.Tensor, lr: float = 1e-4, **forward_kwargs):
+    """One AdamW step of ``model(images, **forward_kwargs)`` (a list-taking model) on a private copy."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images, **forward_kwargs), labels).backward()
+        opt.step()
+
+    return run
+
+
+def _timing_summary(times: list[float], images: int, threads: int) -> dict:
+    t = Timing(times, threads=threads, batch=images)
+    return {"median_s": t.median, "iqr_s": t.iqr, "runs": len(times), "images_per_s": t.throughput}
+
+
+def navit_train_comparison(
+    images: list[torch.Tensor],
+    labels: torch.Tensor,
+    *,
+    config: Mapping = NAVIT_CONFIG,
+    token_dropout: Iterable[float] = (0.0,),
+    padded_vit: bool = True,
+    vit_pytorch: bool = False,
+    rounds: int = 3,
+    min_run_time: float = 0.5,
+    num_threads: int | None = None,
+    warmup: int = 2,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> dict:
+    """Time training steps (forward, cross-entropy, backward, AdamW) on the same mixed-resolution
+    images, interleaved: vitlib's :class:`~vitlib.models.NaViT` once per token-dropout rate, and
+    optionally a vitlib :class:`~vitlib.models.ViT` of the same width and depth on the images
+    zero-padded to the largest height and width (``"vit padded"``), and vit-pytorch's NaViT
+    (``"vit-pytorch navit"``, no token dropout; skipped with a reason if vit-pytorch is missing).
+
+    Each NaViT packs first-fit decreasing into sequences as long as its longest image (after
+    token dropout): attention costs ``L^2`` per sequence of length ``L``, so longer sequences only
+    add masked work. vit-pytorch's NaViT packs greedily to the same length as vitlib's at rate 0.
+
+    Returns ``timings`` (per candidate: ``median_s``, ``iqr_s``, ``runs``, ``images_per_s``),
+    ``tokens`` (real tokens per step), ``group_max_seq_len`` (per NaViT), ``vit_pytorch_skipped``
+    (None, or why) and the settings. Models and images go to ``device``.
+    """
+    from .models import NaViT, ViT
+
+    device = torch.device(device)
+    images = [img.to(device) for img in images]
+    labels = labels.to(device)
+    threads = num_threads or _default_threads()
+    cfg = {**NAVIT_CONFIG, **config}
+    patch = cfg["patch_size"]
+    height = max(img.shape[-2] for img in images)
+    width = max(img.shape[-1] for img in images)
+    side = max(height, width)  # positions for any orientation up to the largest side
+    channels = images[0].shape[0]
+    fns: dict[str, Callable[[], None]] = {}
+    tokens: dict[str, int] = {}
+    seq_lens: dict[str, int] = {}
+    for rate in token_dropout:
+        name = f"navit (token dropout {rate:g})"
+        torch.manual_seed(seed)  # the same weights at every rate
+        model = NaViT(image_size=side, channels=channels, token_dropout_prob=float(rate) if rate else None, **cfg)
+        model = model.to(device)
+        counts = navit_token_counts(images, patch, float(rate))
+        seq_lens[name] = max(counts)
+        tokens[name] = sum(counts)
+        fns[name] = _list_train_fn(model, images, labels, group_images=True, group_max_seq_len=max(counts))
+    if padded_vit:
+        vit = ViT(image_size=(height, width), channels=channels, **cfg).to(device)
+        batch = pad_images(images, (height, width))
+        fns["vit padded"] = _train_fn(vit, batch, labels)
+        tokens["vit padded"] = len(images) * ((height // patch) * (width // patch) + 1)
+    skipped = None
+    if vit_pytorch:
+        try:
+            from vit_pytorch.na_vit import NaViT as VPNaViT
+        except ImportError as err:
+            skipped = f"vit-pytorch is not installed ({err})"
+        else:
+            vp = VPNaViT(image_size=side, channels=channels, **cfg).to(device)
+            counts = navit_token_counts(images, patch)
+            fns["vit-pytorch navit"] = _list_train_fn(vp, images, labels, group_images=True,
+                                                      group_max_seq_len=max(counts))
+            seq_lens["vit-pytorch navit"] = max(counts)
+            tokens["vit-pytorch navit"] = sum(counts)
+    times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=threads, warmup=warmup,
+                             device=device, progress=f"timing {len(fns)} training steps" if progress else None)
+    return {
+        "timings": {name: _timing_summary(t, len(images), threads) for name, t in times.items()},
+        "tokens": tokens,
+        "group_max_seq_len": seq_lens,
+        "vit_pytorch_skipped": skipped,
+        "images": len(images),
+        "sizes": sorted({tuple(img.shape[-2:]) for img in images}),
+        "config": cfg,
+        "threads": threads,
+        "rounds": rounds,
+        "device": str(device),
+    }
+
+
+def _speed_ratio(timings: Mapping[str, dict], fast: str, slow: str) -> float | None:
+    """Images/s of ``fast`` over images/s of ``slow`` (the same images): slow median over fast median."""
+    if fast not in timings or slow not in timings:
+        return None
+    return timings[slow]["median_s"] / timings[fast]["median_s"]
+
+
+def navit_packed_vs_padded(images: list[torch.Tensor], labels: torch.Tensor, *, vit_pytorch: bool = True,
+                           **kwargs) -> dict:
+    """Training speed of packed NaViT over a ViT trained on the same images padded to the largest
+    size (images/s over images/s), for vitlib's NaViT and vit-pytorch's, measured interleaved.
+
+    Returns ``packed_vs_padded``, ``vit_pytorch_packed_vs_padded`` (None with ``vit_pytorch_skipped``
+    saying why, when vit-pytorch is missing or not asked for) and :func:`navit_train_comparison`'s
+    result under ``comparison``. ``kwargs`` go to :func:`navit_train_comparison`."""
+    res = navit_train_comparison(images, labels, token_dropout=(0.0,), padded_vit=True, vit_pytorch=vit_pytorch,
+                                 **kwargs)
+    t = res["timings"]
+    return {
+        "packed_vs_padded": _speed_ratio(t, "navit (token dropout 0)", "vit padded"),
+        "vit_pytorch_packed_vs_padded": _speed_ratio(t, "vit-pytorch navit", "vit padded"),
+        "vit_pytorch_skipped": res["vit_pytorch_skipped"] or (None if vit_pytorch else "not requested"),
+        "comparison": res,
+    }
+
+
+def token_dropout_sweep(rates: Iterable[float], images: list[torch.Tensor], labels: torch.Tensor, **kwargs):
+    """NaViT training-step time at each token-dropout rate, interleaved (see
+    :func:`navit_train_comparison`, which ``kwargs`` go to). Returns a DataFrame with ``rate``,
+    ``tokens`` (kept per step), ``group_max_seq_len``, ``median_ms``, ``iqr_ms``, ``images_per_s``
+    and ``speedup`` (the first rate's time over this rate's)."""
+    import pandas as pd
+
+    rates = [float(r) for r in rates]
+    if not rates:
+        raise ValueError("token_dropout_sweep needs at least one rate; received none")
+    res = navit_train_comparison(images, labels, token_dropout=rates, padded_vit=False, vit_pytorch=False, **kwargs)
+    rows = []
+    for rate in rates:
+        name = f"navit (token dropout {rate:g})"
+        t = res["timings"][name]
+        rows.append({"rate": rate, "tokens": res["tokens"][name], "group_max_seq_len": res["group_max_seq_len"][name],
+                     "median_ms": t["median_s"] * 1e3, "iqr_ms": t["iqr_s"] * 1e3, "images_per_s": t["images_per_s"]})
+    df = pd.DataFrame(rows)
+    df["speedup"] = df["median_ms"].iloc[0] / df["median_ms"]
+    df.attrs.update(threads=res["threads"], rounds=res["rounds"], images=res["images"], config=res["config"])
+    return df
+
+
+def _suite_navit(args) -> dict:
+    """NaViT training on mixed resolutions: packed against padded, token dropout, packing quality."""
+    images, labels = navit_workload(args.batch, seed=args.seed)
+    res = navit_train_comparison(images, labels, token_dropout=(0.0, 0.5), padded_vit=True, vit_pytorch=True,
+                                 rounds=args.rounds, min_run_time=args.min_run_time, num_threads=args.threads,
+                                 seed=args.seed, device=args.device, progress=True)
+    t = res["timings"]
+    counts = navit_token_counts(images, NAVIT_CONFIG["patch_size"])
+    padding = packing_padding(counts, (None, 256, 512, 2048))
+    figures = {
+        "packed_vs_padded": _speed_ratio(t, "navit (token dropout 0)", "vit padded"),
+        "dropout50_step_speedup": _speed_ratio(t, "navit (token dropout 0.5)", "navit (token dropout 0)"),
+        "padding_fraction_ours": padding[0]["padding_ours"],
+        "padding_fraction_greedy": padding[0]["padding_greedy"],
+        "vit_pytorch_packed_vs_padded": _speed_ratio(t, "vit-pytorch navit", "vit padded"),
+        "vit_pytorch_skipped": res["vit_pytorch_skipped"],
+        "packing": padding,
+        **res,
+    }
+    print(f"NaViT training on {res['images']} images of sizes {res['sizes']}, {res['threads']} threads, "
+          f"median of {args.rounds} interleaved rounds, {args.device}")
+    for name, row in t.items():
+        print(f"  {name:28s} {row['median_s'] * 1e3:9.1f} ms/step (IQR {row['iqr_s'] * 1e3:.1f})  "
+              f"{row['images_per_s']:7.1f} images/s  {res['tokens'][name]} tokens")
+    for key in ("packed_vs_padded", "dropout50_step_speedup", "vit_pytorch_packed_vs_padded",
+                "padding_fraction_ours", "padding_fraction_greedy"):
+        value = figures[key]
+        print(f"  {key:30s} " + ("-" if value is None else f"{value:.3f}"))
+    return figures
+
+
+SUITES: dict[str, Callable[[argparse.Namespace], dict]] = {"anatomy": _suite_anatomy, "train": _suite_train,
+                                                         "navit": _suite_navit}
 
 
 def main(argv: list[str] | None = None) -> int:

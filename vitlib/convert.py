@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from .layers import pair, posemb_sincos_2d
-from .models import CrossViT, LeViT, SimpleViT, ViT
+from .models import CrossViT, LeViT, NaViT, SimpleViT, ViT
 from .models.levit import STEM_WIDTHS, relative_offset_indices
 
 __all__ = ["from_vit_pytorch"]
 
 
 def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
-    """Return the vitlib model equivalent to a vit-pytorch ``ViT``, ``SimpleViT``, ``LeViT`` or
-    ``CrossViT`` instance.
+    """Return the vitlib model equivalent to a vit-pytorch ``ViT``, ``SimpleViT``, ``LeViT``,
+    ``CrossViT`` or ``NaViT`` (``vit_pytorch.na_vit``) instance.
 
     ``image_size`` is needed only for a ViT whose patch grid is not square: its learned position
     table tells the number of patches, not the grid's shape. A LeViT becomes a vitlib
@@ -33,7 +33,13 @@ def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
         "vit_pytorch.simple_vit.SimpleViT": _convert_simple_vit,
         "vit_pytorch.levit.LeViT": _convert_levit,
         "vit_pytorch.cross_vit.CrossViT": _convert_cross_vit,
+        "vit_pytorch.na_vit.NaViT": _convert_na_vit,
     }
+    if kind == "vit_pytorch.na_vit_nested_tensor.NaViT":
+        raise ValueError(
+            "vit_pytorch.na_vit_nested_tensor.NaViT normalises queries and keys with a mean-centred LayerNorm "
+            "(its attention pooling always does), which vitlib's RMS query-key norm cannot represent; "
+            "from_vit_pytorch converts vit_pytorch.na_vit.NaViT, whose weights also run in vitlib's NaViTNested")
     if kind not in converters:
         raise ValueError(f"from_vit_pytorch converts {', '.join(sorted(converters))}; received {kind}")
     out = converters[kind](model, image_size)
@@ -359,5 +365,83 @@ def _convert_cross_vit(model: nn.Module, image_size) -> CrossViT:
     for name, (norm, fc) in (("sm_head", (sm_head_norm, sm_head_fc)), ("lg_head", (lg_head_norm, lg_head_fc))):
         sd[f"{name}.norm.weight"], sd[f"{name}.norm.bias"] = norm.weight, norm.bias
         sd[f"{name}.fc.weight"], sd[f"{name}.fc.bias"] = fc.weight, fc.bias
+    _load(out, sd)
+    return out
+
+
+# ----- NaViT ------------------------------------------------------------------------------------
+
+
+def _norm_weights(norm: nn.Module, prefix: str, perm: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """vit-pytorch NaViT's bias-free LayerNorm (``gamma`` and a zero ``beta`` buffer) to nn.LayerNorm."""
+    weight, bias = norm.gamma, norm.beta
+    if perm is not None:
+        weight, bias = weight[perm], bias[perm]
+    return {prefix + "weight": weight, prefix + "bias": bias}
+
+
+def _na_vit_attention(attn: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
+    """``to_q`` and ``to_kv`` stack into ``to_qkv``. vit-pytorch does not scale the logits after its
+    RMS query-key norm; vitlib divides them by ``sqrt(dim_head)``, so each gain grows by
+    ``dim_head ** 0.25`` (query gain times key gain: ``sqrt(dim_head)``)."""
+    heads, dim_head = attn.heads, attn.to_q.out_features // attn.heads
+    gain = dim_head**0.25
+    return {
+        **_norm_weights(attn.norm, prefix + "norm."),
+        prefix + "to_qkv.weight": torch.cat((attn.to_q.weight, attn.to_kv.weight), dim=0),
+        prefix + "q_norm.weight": attn.q_norm.gamma.reshape(heads, dim_head) * gain,
+        prefix + "k_norm.weight": attn.k_norm.gamma.reshape(heads, dim_head) * gain,
+        prefix + "to_out.weight": attn.to_out[0].weight,
+    }
+
+
+def _convert_na_vit(model: nn.Module, image_size) -> NaViT:
+    norm_in, proj, _ = model.to_patch_embedding
+    p, c = model.patch_size, model.channels
+    dim = proj.out_features
+    grid = (model.pos_embed_height.shape[0], model.pos_embed_width.shape[0])
+    if image_size is not None and pair(image_size, "image_size") != (grid[0] * p, grid[1] * p):
+        raise ValueError(f"the NaViT's position tables fit image_size={(grid[0] * p, grid[1] * p)}; "
+                         f"received image_size={image_size!r}")
+    layers = model.transformer.layers
+    attn, ff = layers[0]
+    calc = model.calc_token_dropout
+    if calc is not None and getattr(calc, "__module__", None) == "vit_pytorch.na_vit" and calc.__name__ == "<lambda>":
+        calc = float(calc(0, 0))  # vit-pytorch wraps a constant rate in a lambda: keep the number
+    out = NaViT(
+        image_size=_square_or_pair((grid[0] * p, grid[1] * p)),
+        patch_size=p,
+        num_classes=model.mlp_head[1].out_features,
+        dim=dim,
+        depth=len(layers),
+        heads=attn.heads,
+        mlp_dim=ff[1].out_features,
+        channels=c,
+        dim_head=attn.to_q.out_features // attn.heads,
+        dropout=attn.dropout_p,
+        emb_dropout=model.dropout.p,
+        token_dropout_prob=calc,
+    )
+    # vit-pytorch flattens a patch as (c p1 p2), vitlib as (p1 p2 c): permute the first norm and the projection
+    perm = torch.arange(c * p * p).view(c, p, p).permute(1, 2, 0).reshape(-1)
+    sd = {
+        **_norm_weights(norm_in, "patch_embedding.norm_in.", perm),
+        "patch_embedding.proj.weight": proj.weight[:, perm],
+        "patch_embedding.proj.bias": proj.bias,
+        **_norm_weights(model.to_patch_embedding[2], "patch_embedding.norm_out."),
+        "pos_embedding.height": model.pos_embed_height,
+        "pos_embedding.width": model.pos_embed_width,
+        **_norm_weights(model.transformer.norm, "transformer.norm."),
+        "attn_pool_queries": model.attn_pool_queries,
+        **_na_vit_attention(model.attn_pool, "attn_pool."),
+        **_norm_weights(model.mlp_head[0], "norm."),
+        "head.weight": model.mlp_head[1].weight,
+    }
+    for i, (attn, ff) in enumerate(layers):
+        q = f"transformer.blocks.{i}."
+        sd.update(_na_vit_attention(attn, q + "attn."))
+        sd.update(_norm_weights(ff[0], q + "ff.norm."))
+        sd[q + "ff.fc1.weight"], sd[q + "ff.fc1.bias"] = ff[1].weight, ff[1].bias
+        sd[q + "ff.fc2.weight"], sd[q + "ff.fc2.bias"] = ff[4].weight, ff[4].bias
     _load(out, sd)
     return out

@@ -30,6 +30,8 @@ from torch.utils.data import DataLoader, Dataset
 __all__ = [
     "DataSplit",
     "TensorImageDataset",
+    "ImageListDataset",
+    "mixed_resolution",
     "digits",
     "cifar10",
     "image_folder",
@@ -66,6 +68,56 @@ class TensorImageDataset(Dataset):
 
     def __getitem__(self, i):
         return self.images[i], self.labels[i]
+
+
+class ImageListDataset(Dataset):
+    """Images of different sizes, a list of ``(C, H, W)`` float tensors, with integer labels ``(N,)``.
+
+    For models that take a list of images (NaViT): the training loop batches them by indexing, and a
+    batch is a list of images, not a stacked tensor.
+    """
+
+    def __init__(self, images: list[torch.Tensor], labels: torch.Tensor) -> None:
+        if not isinstance(images, (list, tuple)) or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(f"expected a list of N (C, H, W) images and labels (N,); received {type(images).__name__} "
+                             f"of length {len(images) if isinstance(images, (list, tuple)) else '?'} and labels of shape "
+                             f"{tuple(labels.shape)}")
+        for i, img in enumerate(images):
+            if not isinstance(img, torch.Tensor) or img.ndim != 3:
+                raise ValueError(f"image {i} must be a (C, H, W) tensor; received "
+                                 f"{tuple(img.shape) if isinstance(img, torch.Tensor) else type(img).__name__}")
+        self.images, self.labels = list(images), labels.long()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+
+def mixed_resolution(split: "DataSplit", sizes, seed: int = 0) -> "DataSplit":
+    """A copy of an in-memory ``split`` whose images are each resized (bilinear) to a size drawn at
+    random from ``sizes`` (ints or ``(height, width)`` pairs), as :class:`ImageListDataset`: the
+    native-resolution workload of NaViT. ``image_size`` of the result is the largest size."""
+    from .layers import pair
+
+    sizes = [pair(s, "size") for s in sizes]
+    if not sizes:
+        raise ValueError("mixed_resolution needs at least one size; received none")
+    gen = torch.Generator().manual_seed(seed)
+    parts = {}
+    for name in ("train", "test"):
+        ds = getattr(split, name)
+        if not isinstance(ds, TensorImageDataset):
+            raise ValueError(f"mixed_resolution needs in-memory data (TensorImageDataset); received "
+                             f"{type(ds).__name__} for {name}")
+        picks = torch.randint(len(sizes), (len(ds),), generator=gen).tolist()
+        images = [F.interpolate(ds.images[i:i + 1], size=sizes[k], mode="bilinear", align_corners=False)[0]
+                  for i, k in enumerate(picks)]
+        parts[name] = ImageListDataset(images, ds.labels)
+    largest = (max(h for h, _ in sizes), max(w for _, w in sizes))
+    return DataSplit(f"{split.name} at {'/'.join(f'{h}x{w}' for h, w in sizes)} px", parts["train"], parts["test"],
+                     split.classes, largest, split.channels)
 
 
 @dataclass

@@ -16,10 +16,12 @@ __all__ = [
     "pair",
     "check_images",
     "attention",
+    "HeadRMSNorm",
     "Attention",
     "FeedForward",
     "Block",
     "Transformer",
+    "patchify",
     "PatchEmbedding",
     "posemb_sincos_2d",
     "SinCosPosEmb2d",
@@ -85,17 +87,41 @@ def attention(
     ``softmax(q k^T / sqrt(d)) v`` and also returns the attention matrix, for pictures.
 
     Queries and keys may differ in number (cross-attention) and ``v`` may have another head size
-    than ``q`` and ``k``. ``bias``, if given, is added to the scaled scores before the softmax; it
-    broadcasts to ``(batch, heads, queries, keys)`` (LeViT's learned attention bias).
+    than ``q`` and ``k``. ``bias``, if given, broadcasts to ``(batch, heads, queries, keys)``: a
+    float tensor is added to the scaled scores before the softmax (LeViT's learned attention bias);
+    a boolean tensor is a mask, True where a query may attend to a key (NaViT's packed sequences).
+    Every query must be allowed at least one key, or its row of the softmax is NaN.
     """
     if fused:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
     scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    if bias is not None:
+    if bias is not None and bias.dtype == torch.bool:
+        scores = scores.masked_fill(~bias, float("-inf"))
+    elif bias is not None:
         scores = scores + bias
     attn = scores.softmax(dim=-1)
     out = torch.matmul(F.dropout(attn, dropout_p) if dropout_p > 0 else attn, v)
     return out, attn
+
+
+class HeadRMSNorm(nn.Module):
+    """RMS normalisation of each head's query or key vector, with a learned gain per head and channel.
+
+    ``x / rms(x) * weight`` over the last dimension of a ``(..., heads, dim_head)`` tensor (rms: the
+    root of the mean square). Normalising queries and keys bounds the attention logits, which keeps
+    training stable (Dehghani et al., 2023, ViT-22B; used by NaViT). Written with
+    :func:`torch.nn.functional.rms_norm` and a ``(heads, dim_head)`` gain so that it also works on
+    jagged nested tensors (``F.normalize`` does not, nor does broadcasting a ``(heads, 1, dim_head)``
+    gain after the heads are moved in front of the tokens).
+    """
+
+    def __init__(self, heads: int, dim_head: int, eps: float = 1e-12) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(heads, dim_head))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), eps=self.eps) * self.weight
 
 
 class Attention(nn.Module):
@@ -111,6 +137,11 @@ class Attention(nn.Module):
     (CrossViT's class tokens). ``to_qkv``'s rows are the query projection followed by the key and
     value projections, so the cross path applies its first third to ``x`` and the rest to the
     context: one set of weights, the same parameters and names as for self-attention.
+
+    ``qk_norm=True`` normalises each head's queries and keys (:class:`HeadRMSNorm`, NaViT).
+    ``forward(x, mask=m)`` restricts who attends to whom: ``m`` is a boolean tensor (True: may
+    attend) or a float bias, broadcasting to ``(batch, heads, queries, keys)``; see :func:`attention`.
+    The input may be a jagged nested tensor ``(batch, ragged tokens, dim)`` (no mask then).
     """
 
     def __init__(
@@ -121,6 +152,7 @@ class Attention(nn.Module):
         dropout: float = 0.0,
         out_bias: bool = True,
         fused: bool = True,
+        qk_norm: bool = False,
     ) -> None:
         super().__init__()
         self.heads = heads
@@ -130,6 +162,8 @@ class Attention(nn.Module):
         inner = heads * dim_head
         self.norm = nn.LayerNorm(dim)
         self.to_qkv = nn.Linear(dim, 3 * inner, bias=False)
+        self.q_norm = HeadRMSNorm(heads, dim_head) if qk_norm else None
+        self.k_norm = HeadRMSNorm(heads, dim_head) if qk_norm else None
         self.to_out = nn.Linear(inner, dim, bias=out_bias)
         self.dropout = nn.Dropout(dropout)
 
@@ -140,22 +174,26 @@ class Attention(nn.Module):
         *,
         context: torch.Tensor | None = None,
         kv_include_self: bool = False,
+        mask: torch.Tensor | None = None,
     ):
-        b, n, _ = x.shape
         if context is None and not kv_include_self:
-            qkv = self.to_qkv(self.norm(x))
-            # (b, n, 3 * h * d) -> 3 x (b, h, n, d); the last dim splits as (3, h, d) like vit-pytorch's chunk
-            q, k, v = qkv.view(b, n, 3, self.heads, self.dim_head).permute(2, 0, 3, 1, 4).unbind(0)
+            # (b, n, 3 * h * d) -> 3 x (b, n, h * d): the last dim splits as (3, h, d) like vit-pytorch's chunk
+            q, k, v = self.to_qkv(self.norm(x)).chunk(3, dim=-1)
         else:
             q, k, v = self._cross_qkv(self.norm(x), context, kv_include_self)
+        q, k, v = (t.unflatten(-1, (self.heads, self.dim_head)) for t in (q, k, v))  # (b, tokens, h, d)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if q.is_nested:  # torch's jagged attention needs contiguous (b, tokens, h, d) inputs
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         p = self.attn_dropout if self.training else 0.0
-        out, attn = attention(q, k, v, dropout_p=p, fused=self.fused and not return_attn)
-        out = out.transpose(1, 2).reshape(b, n, self.heads * self.dim_head)
-        out = self.dropout(self.to_out(out))
+        out, attn = attention(q, k, v, dropout_p=p, fused=self.fused and not return_attn, bias=mask)
+        out = self.dropout(self.to_out(out.transpose(1, 2).flatten(-2)))
         return (out, attn) if return_attn else out
 
     def _cross_qkv(self, x: torch.Tensor, context: torch.Tensor | None, kv_include_self: bool):
-        """Queries from (normalised) ``x``, keys and values from ``context``: each ``(b, h, tokens, d)``."""
+        """Queries from (normalised) ``x``, keys and values from ``context``: each ``(b, tokens, h * d)``."""
         if context is None:
             raise ValueError("kv_include_self=True needs a context (the tokens to attend to); received context=None")
         if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[-1] != x.shape[-1]:
@@ -165,14 +203,13 @@ class Attention(nn.Module):
             )
         if kv_include_self:
             context = torch.cat((x, context), dim=1)
-        b, n, _ = x.shape
-        m = context.shape[1]
         inner = self.heads * self.dim_head
         w = self.to_qkv.weight  # rows: [query; key; value] projections, no bias
-        q = F.linear(x, w[:inner]).view(b, n, self.heads, self.dim_head).transpose(1, 2)
-        kv = F.linear(context, w[inner:]).view(b, m, 2, self.heads, self.dim_head)
-        k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)
-        return q, k, v
+        if not isinstance(w, torch.Tensor):  # a quantised layer: no weight to slice, project and split
+            _, k, v = self.to_qkv(context).chunk(3, dim=-1)
+            return self.to_qkv(x)[..., :inner], k, v
+        k, v = F.linear(context, w[inner:]).chunk(2, dim=-1)
+        return F.linear(x, w[:inner]), k, v
 
 
 class FeedForward(nn.Module):
@@ -191,48 +228,61 @@ class FeedForward(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer layer: ``x + attn(x)``, then ``x + ff(x)``."""
+    """One transformer layer: ``x + attn(x)``, then ``x + ff(x)``. ``mask`` goes to the attention."""
 
-    def __init__(self, dim, heads, dim_head, mlp_dim, dropout=0.0, out_bias=True) -> None:
+    def __init__(self, dim, heads, dim_head, mlp_dim, dropout=0.0, out_bias=True, qk_norm=False) -> None:
         super().__init__()
-        self.attn = Attention(dim, heads, dim_head, dropout, out_bias=out_bias)
+        self.attn = Attention(dim, heads, dim_head, dropout, out_bias=out_bias, qk_norm=qk_norm)
         self.ff = FeedForward(dim, mlp_dim, dropout)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, *, mask: torch.Tensor | None = None):
         if return_attn:
-            a, attn = self.attn(x, return_attn=True)
+            a, attn = self.attn(x, return_attn=True, mask=mask)
             x = x + a
             return x + self.ff(x), attn
-        x = x + self.attn(x)
+        x = x + self.attn(x, mask=mask)
         return x + self.ff(x)
 
 
 class Transformer(nn.Module):
-    """``depth`` blocks followed by a final LayerNorm."""
+    """``depth`` blocks followed by a final LayerNorm. ``mask`` goes to every block's attention."""
 
-    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, out_bias=True) -> None:
+    def __init__(self, dim, depth, heads, dim_head, mlp_dim, dropout=0.0, out_bias=True, qk_norm=False) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            [Block(dim, heads, dim_head, mlp_dim, dropout, out_bias) for _ in range(depth)]
+            [Block(dim, heads, dim_head, mlp_dim, dropout, out_bias, qk_norm) for _ in range(depth)]
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False):
+    def forward(self, x: torch.Tensor, return_attn: bool = False, *, mask: torch.Tensor | None = None):
         maps = []
         for block in self.blocks:
             if return_attn:
-                x, attn = block(x, return_attn=True)
+                x, attn = block(x, return_attn=True, mask=mask)
                 maps.append(attn)
             else:
-                x = block(x)
+                x = block(x, mask=mask)
         x = self.norm(x)
         return (x, maps) if return_attn else x
+
+
+def patchify(img: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
+    """``(..., c, gh*ph, gw*pw) -> (..., gh*gw, ph*pw*c)``: patches in row-major order, each flattened
+    in vit-pytorch's ``(p1 p2 c)`` order. The sides must be multiples of the patch size."""
+    *lead, c, h, w = img.shape
+    ph, pw = patch_size
+    gh, gw = h // ph, w // pw
+    x = img.reshape(*lead, c, gh, ph, gw, pw)
+    n = len(lead)
+    x = x.permute(*range(n), n + 1, n + 3, n + 2, n + 4, n)
+    return x.reshape(*lead, gh * gw, ph * pw * c)
 
 
 class PatchEmbedding(nn.Module):
     """Cut images into patches and project each to ``dim``: LayerNorm, Linear, LayerNorm.
 
     Checks its input: a batch of ``channels x image_size`` images, else ValueError.
+    :meth:`project` embeds patches already cut (by :func:`patchify`), from images of any size.
     """
 
     def __init__(self, image_size, patch_size, channels: int, dim: int, owner: str = "model") -> None:
@@ -258,14 +308,15 @@ class PatchEmbedding(nn.Module):
 
     def patchify(self, img: torch.Tensor) -> torch.Tensor:
         """``(b, c, gh*ph, gw*pw) -> (b, gh*gw, ph*pw*c)``, patches in row-major order."""
-        b, c = img.shape[:2]
-        (gh, gw), (ph, pw) = self.grid, self.patch_size
-        x = img.reshape(b, c, gh, ph, gw, pw).permute(0, 2, 4, 3, 5, 1)
-        return x.reshape(b, gh * gw, ph * pw * c)
+        return patchify(img, self.patch_size)
+
+    def project(self, patches: torch.Tensor) -> torch.Tensor:
+        """Flattened patches ``(..., ph*pw*c)`` to tokens ``(..., dim)``."""
+        return self.norm_out(self.proj(self.norm_in(patches)))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         check_images(img, self.channels, self.image_size, self.owner)
-        return self.norm_out(self.proj(self.norm_in(self.patchify(img))))
+        return self.project(self.patchify(img))
 
 
 def posemb_sincos_2d(h: int, w: int, dim: int, temperature: float = 10000.0) -> torch.Tensor:

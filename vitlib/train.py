@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from .data import TensorImageDataset, make_loader
+from .data import ImageListDataset, TensorImageDataset, make_loader
 
 __all__ = [
     "History",
@@ -44,6 +44,7 @@ __all__ = [
     "QUICK_RECIPE",
     "build_model",
     "FULL_RECIPE",
+    "RECIPES",
     "train_recipe",
     "main",
 ]
@@ -118,6 +119,16 @@ def _batches(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.
         for i in range(0, n, batch_size):
             idx = order[i:i + batch_size]
             yield images[idx], labels[idx]
+    elif isinstance(dataset, ImageListDataset):  # images of different sizes: a batch is a list
+        key = id(dataset)
+        if key not in cache:
+            cache[key] = ([img.to(device) for img in dataset.images], dataset.labels.to(device))
+        images, labels = cache[key]
+        n = len(labels)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            yield [images[j] for j in idx.tolist()], labels[idx.to(device)]
     else:
         loader = make_loader(dataset, batch_size, shuffle=shuffle, device=device, generator=generator)
         for x, y in loader:
@@ -433,6 +444,49 @@ FULL_RECIPE = {
               "mlp_dim": 768},
     "fit": {"epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 3,
             "label_smoothing": 0.1, "grad_clip": 1.0},
+}
+
+
+# The other families, trained with the same optimiser settings so that chapters compare models
+# under one budget. LeViT's stem divides the image by 16, so it sees the digits at 32 pixels (CIFAR-10
+# at 64): a 2x2 map at 32 px would leave nothing for its stages. ViT uses the SimpleViT recipe.
+RECIPES: dict[str, dict[str, dict]] = {
+    "quick": {
+        "simple_vit": QUICK_RECIPE,
+        "levit": {
+            "dataset": {"name": "digits", "image_size": 32},
+            "model": {"name": "levit", "dim": (64, 96, 128), "depth": 2, "heads": (2, 3, 4), "mlp_mult": 2,
+                      "dim_key": 16, "dim_value": 32},
+            "fit": {**QUICK_RECIPE["fit"], "shift": 2},
+        },
+        "cross_vit": {
+            "dataset": {"name": "digits", "image_size": 16},
+            "model": {"name": "cross_vit", "sm_dim": 32, "sm_patch_size": 2, "sm_enc_depth": 1, "sm_enc_heads": 2,
+                      "sm_enc_mlp_dim": 64, "sm_enc_dim_head": 16, "lg_dim": 64, "lg_patch_size": 4,
+                      "lg_enc_depth": 2, "lg_enc_heads": 4, "lg_enc_mlp_dim": 128, "lg_enc_dim_head": 16,
+                      "cross_attn_depth": 1, "cross_attn_heads": 4, "cross_attn_dim_head": 16, "depth": 2,
+                      "dropout": 0.0, "emb_dropout": 0.0},
+            "fit": QUICK_RECIPE["fit"],
+        },
+    },
+    "full": {
+        "simple_vit": FULL_RECIPE,
+        "levit": {
+            "dataset": {"name": "cifar10", "image_size": 64},
+            "model": {"name": "levit", "dim": (128, 256, 384), "depth": (2, 3, 4), "heads": (4, 6, 8),
+                      "mlp_mult": 2, "dim_key": 16, "dim_value": 32},
+            "fit": FULL_RECIPE["fit"],
+        },
+        "cross_vit": {
+            "dataset": {"name": "cifar10", "image_size": 32},
+            "model": {"name": "cross_vit", "sm_dim": 192, "sm_patch_size": 2, "sm_enc_depth": 1, "sm_enc_heads": 4,
+                      "sm_enc_mlp_dim": 384, "sm_enc_dim_head": 48, "lg_dim": 384, "lg_patch_size": 4,
+                      "lg_enc_depth": 3, "lg_enc_heads": 8, "lg_enc_mlp_dim": 768, "lg_enc_dim_head": 48,
+                      "cross_attn_depth": 1, "cross_attn_heads": 8, "cross_attn_dim_head": 48, "depth": 2,
+                      "dropout": 0.0, "emb_dropout": 0.0},
+            "fit": FULL_RECIPE["fit"],
+        },
+    },
 }
 
 

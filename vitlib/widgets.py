@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import torch
 
-from .bench import count_parameters, flops_by_component
-from .models import SimpleViT, ViT
+from .bench import count_parameters, flops_by_component, part_table
+from .models import CrossViT, LeViT, SimpleViT, ViT
+from .models.cross_vit import CROSSVIT_CONFIGS
+from .models.levit import LEVIT_CONFIGS
 
 __all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "measure_config", "plot_against_base",
-           "sizing_explorer"]
+           "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
+           "plot_dropout_sweep", "token_dropout_explorer"]
 
 COMPONENT_COLOURS = {
     "patch embedding": "#8c6d31",
@@ -143,3 +146,140 @@ def sizing_explorer(base: dict, *, model_cls=SimpleViT, batch: int = 16, device:
 
     out = w.interactive_output(draw, controls)
     return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
+
+
+def meta_parts(model_cls, image_size: int, channels: int = 3, **config):
+    """:func:`vitlib.bench.part_table` of ``model_cls(image_size=..., **config)`` on the ``meta``
+    device (instant at any size): tokens, attention entries, FLOPs and parameters per part
+    (``model.named_stages()`` for LeViT, ``model.named_parts()`` for CrossViT)."""
+    with torch.device("meta"):
+        model = model_cls(image_size=image_size, channels=channels, **config).eval()
+    parts = model.named_stages() if hasattr(model, "named_stages") else model.named_parts()
+    x = torch.empty(1, channels, image_size, image_size, device="meta")
+    return part_table(model, x, parts)
+
+
+def plot_parts(axes, df, title: str = "") -> None:
+    """Two panels, one bar per part: attention entries per image (log scale; parts without
+    attention have none), and GFLOPs per image split into attention scores (dark) and everything
+    else (light). Each label carries the tokens the part outputs."""
+    import numpy as np
+    import pandas as pd
+
+    y = np.arange(len(df))
+    labels = [f"{part} ({m or tok})" if not pd.isna(tok) else str(part)
+              for part, tok, m in zip(df.index, df["tokens"], df["map"])]
+    ax1, ax2 = axes
+    entries = df["attention_entries"].to_numpy(dtype=float)
+    has = entries > 0
+    ax1.barh(y[has], entries[has], color="#08519c")
+    ax1.set_xscale("log")
+    ax1.set_xlabel("attention entries per image (heads x queries x keys)")
+    scores = df["gflops_scores"].to_numpy(dtype=float)
+    ax2.barh(y, scores, color="#08519c", label="attention scores")
+    ax2.barh(y, df["gflops"].to_numpy(dtype=float) - scores, left=scores, color="#fdae6b", label="everything else")
+    ax2.set_xlabel("GFLOPs per image (forward)")
+    ax2.legend(loc="lower right", fontsize=8)
+    for ax in axes:
+        ax.set_yticks(y)
+        ax.set_ylim(len(df) - 0.5, -0.5)
+    ax1.set_yticklabels(labels)
+    ax2.set_yticklabels([])
+    if title:
+        ax1.figure.suptitle(title)
+
+
+def levit_stage_explorer(image_size: int = 224, preset: str = "LeViT-128S"):
+    """Image size and LeViT preset; the per-stage tokens, attention entries and FLOPs redraw at once."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    style = {"description_width": "90px"}
+    controls = {
+        "image_size": w.IntSlider(value=image_size, min=64, max=512, step=32, description="image size", style=style),
+        "preset": w.Dropdown(options=list(LEVIT_CONFIGS), value=preset, description="model", style=style),
+    }
+
+    def draw(image_size, preset):
+        df = meta_parts(LeViT, image_size, num_classes=1000, mlp_mult=2, **LEVIT_CONFIGS[preset])
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+        plot_parts(axes, df, f"{preset} at {image_size} px: {df['params'].sum() / 1e6:.1f}M parameters, "
+                             f"{df['gflops'].sum():.2f} GFLOPs")
+        plt.show()
+
+    out = w.interactive_output(draw, controls)
+    return w.VBox([w.HBox(list(controls.values())), out])
+
+
+def crossvit_explorer(image_size: int = 240, preset: str = "CrossViT-S"):
+    """Image size, preset and the two patch sizes of a CrossViT; the split between the branches and
+    the cross-attention redraws at once."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    style = {"description_width": "90px"}
+    controls = {
+        "image_size": w.IntSlider(value=image_size, min=48, max=480, step=48, description="image size", style=style),
+        "preset": w.Dropdown(options=list(CROSSVIT_CONFIGS), value=preset, description="model", style=style),
+        "sm_patch_size": w.Dropdown(options=[4, 6, 8, 12, 16], value=12, description="small patch", style=style),
+        "lg_patch_size": w.Dropdown(options=[8, 12, 16, 24, 48], value=16, description="large patch", style=style),
+    }
+
+    def draw(image_size, preset, sm_patch_size, lg_patch_size):
+        if image_size % sm_patch_size or image_size % lg_patch_size:
+            print(f"image size {image_size} must be divisible by both patch sizes ({sm_patch_size}, {lg_patch_size})")
+            return
+        config = {**CROSSVIT_CONFIGS[preset], "sm_patch_size": sm_patch_size, "lg_patch_size": lg_patch_size}
+        df = meta_parts(CrossViT, image_size, num_classes=1000, **config)
+        fig, axes = plt.subplots(1, 2, figsize=(10, 2.6))
+        plot_parts(axes, df, f"{preset} at {image_size} px, patches {sm_patch_size} and {lg_patch_size}: "
+                             f"{df['params'].sum() / 1e6:.1f}M parameters, {df['gflops'].sum():.2f} GFLOPs")
+        plt.show()
+
+    out = w.interactive_output(draw, controls)
+    return w.VBox([w.HBox([w.VBox(list(controls.values())[:2]), w.VBox(list(controls.values())[2:])]), out])
+
+
+def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
+    """Measured training-step speed-up against the token-dropout rate (a
+    :func:`vitlib.bench.token_dropout_sweep` table), beside the ideal ``1 / (1 - rate)``: the
+    factor by which the tokens shrink."""
+    import numpy as np
+
+    rates = sweep["rate"].to_numpy(dtype=float)
+    fine = np.linspace(0, rates.max(), 50)
+    ax.plot(fine, 1 / (1 - fine), ":", color="grey", label="tokens kept: 1 / (1 - rate)")
+    ax.plot(rates, sweep["speedup"], "o-", color="#08519c", label="training step (measured)")
+    ax.set_xlabel("token dropout rate")
+    ax.set_ylabel("speed-up over rate 0")
+    ax.legend()
+    ax.set_title(title)
+
+
+def token_dropout_explorer(images, labels, config: dict, *, device: torch.device | str = "cpu",
+                           min_run_time: float = 0.1):
+    """A slider over NaViT's token-dropout rate: each change times a training step at that rate
+    and at rate 0 on ``images`` (interleaved, one round) and shows the kept tokens and the two times."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    from .bench import token_dropout_sweep
+
+    slider = w.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.1, description="dropout rate",
+                           style={"description_width": "90px"}, continuous_update=False)
+
+    def draw(rate):
+        sweep = token_dropout_sweep([0.0, rate] if rate else [0.0], images, labels, config=config, rounds=1,
+                                    min_run_time=min_run_time, warmup=1, device=device)
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        labels_ = [f"rate {r:g}" for r in sweep["rate"]]
+        ax.barh(labels_, sweep["median_ms"], color=["#bdbdbd", "#08519c"][: len(sweep)])
+        for i, row in sweep.reset_index(drop=True).iterrows():
+            ax.text(row["median_ms"], i, f" {row['median_ms']:.0f} ms, {row['tokens']} tokens", va="center")
+        ax.set_xlim(0, sweep["median_ms"].max() * 1.6)
+        ax.set_xlabel(f"training step, {len(images)} images (measured)")
+        ax.set_title(f"speed-up {sweep['speedup'].iloc[-1]:.2f}x")
+        plt.show()
+
+    out = w.interactive_output(draw, {"rate": slider})
+    return w.VBox([slider, out])

@@ -1,9 +1,10 @@
 """vitlib's models, one file per family. ``MODELS`` maps a short name to each class."""
 from .cross_vit import CrossViT
 from .levit import LeViT
+from .na_vit import NaViT, NaViTNested
 from .simple_vit import SimpleViT
 from .vit import ViT
 
 MODELS = {"vit": ViT, "simple_vit": SimpleViT, "levit": LeViT, "cross_vit": CrossViT}
 
-__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "MODELS"]
+__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "MODELS"]

@@ -21,7 +21,34 @@ from torch import nn
 from ..layers import Attention, PatchEmbedding, Transformer, pair
 from .base import check_positive, check_probability
 
-__all__ = ["CrossViT", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer"]
+__all__ = ["CrossViT", "CROSSVIT_CONFIGS", "CROSSVIT_PAPER_FIGURES", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer"]
+
+
+def _paper_config(sm_dim: int, lg_dim: int, heads: int, lg_depth: int, mlp_ratio: int) -> dict:
+    return dict(sm_dim=sm_dim, lg_dim=lg_dim, sm_patch_size=12, lg_patch_size=16, sm_enc_depth=1, lg_enc_depth=lg_depth,
+                sm_enc_heads=heads, lg_enc_heads=heads, sm_enc_dim_head=sm_dim // heads, lg_enc_dim_head=lg_dim // heads,
+                sm_enc_mlp_dim=mlp_ratio * sm_dim, lg_enc_mlp_dim=mlp_ratio * lg_dim, cross_attn_depth=1,
+                cross_attn_heads=heads, cross_attn_dim_head=lg_dim // heads, depth=3)
+
+
+# The paper's ImageNet models (Table 2) in vit-pytorch's keyword names, for image_size=240. The paper
+# feeds the large-patch branch a 224-pixel copy (196 tokens) where this layout cuts the same 240-pixel
+# image (225 tokens), and sizes each cross-attention for its target branch where vit-pytorch uses one
+# head size; parameter and FLOP counts therefore differ slightly from the paper's
+# (:data:`CROSSVIT_PAPER_FIGURES`).
+CROSSVIT_CONFIGS: dict[str, dict] = {
+    "CrossViT-Ti": _paper_config(96, 192, 3, 4, 4),
+    "CrossViT-S": _paper_config(192, 384, 6, 4, 4),
+    "CrossViT-B": _paper_config(384, 768, 12, 4, 4),
+    "CrossViT-9": _paper_config(128, 256, 4, 3, 3),
+    "CrossViT-15": _paper_config(192, 384, 6, 5, 3),
+    "CrossViT-18": _paper_config(224, 448, 7, 6, 3),
+}
+# Parameters (millions) and multiply-adds (billions) as the paper reports them.
+CROSSVIT_PAPER_FIGURES: dict[str, tuple[float, float]] = {
+    "CrossViT-Ti": (6.9, 1.6), "CrossViT-S": (26.7, 5.6), "CrossViT-B": (104.7, 21.2), "CrossViT-9": (8.6, 1.8),
+    "CrossViT-15": (27.4, 5.8), "CrossViT-18": (43.3, 9.0),
+}
 
 
 class ClassTokenEmbedding(nn.Module):
@@ -173,6 +200,15 @@ class CrossViT(nn.Module):
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(img))
+
+    def named_parts(self) -> dict[str, list[nn.Module]]:
+        """The small-patch branch (embedding, encoders, head), the large-patch branch, and the
+        class-token cross-attention between them (for :func:`vitlib.bench.part_table`)."""
+        return {
+            "small-patch branch": [self.sm_embedding, *(layer.sm_encoder for layer in self.layers), self.sm_head],
+            "large-patch branch": [self.lg_embedding, *(layer.lg_encoder for layer in self.layers), self.lg_head],
+            "cross-attention": [block for layer in self.layers for block in (*layer.sm_attend_lg, *layer.lg_attend_sm)],
+        }
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config.items())

@@ -32,9 +32,26 @@ from ..fuse import fuse_batchnorm
 from ..layers import attention, check_images, pair
 from .base import check_positive, check_probability
 
-__all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTBlock", "LeViTStage", "relative_offset_indices"]
+__all__ = ["LeViT", "LEVIT_CONFIGS", "LEVIT_PAPER_FIGURES", "LeViTAttention", "LeViTFeedForward", "LeViTBlock", "LeViTStage", "relative_offset_indices"]
 
 STEM_WIDTHS = (32, 64, 128)
+
+# The paper's ImageNet models (Table 1) in vit-pytorch's keyword names: widths, depths and heads per
+# stage, key size, and value size 2 * key size as in the paper's blocks. The paper also gives the
+# shrinking attention other head counts and value sizes than this layout (vit-pytorch's) does, so the
+# parameter counts here differ somewhat from the paper's (:data:`LEVIT_PAPER_FIGURES`).
+LEVIT_CONFIGS: dict[str, dict] = {
+    "LeViT-128S": dict(dim=(128, 256, 384), depth=(2, 3, 4), heads=(4, 6, 8), dim_key=16, dim_value=32),
+    "LeViT-128": dict(dim=(128, 256, 384), depth=(4, 4, 4), heads=(4, 8, 12), dim_key=16, dim_value=32),
+    "LeViT-192": dict(dim=(192, 288, 384), depth=(4, 4, 4), heads=(3, 5, 6), dim_key=32, dim_value=64),
+    "LeViT-256": dict(dim=(256, 384, 512), depth=(4, 4, 4), heads=(4, 6, 8), dim_key=32, dim_value=64),
+    "LeViT-384": dict(dim=(384, 512, 768), depth=(4, 4, 4), heads=(6, 9, 12), dim_key=32, dim_value=64),
+}
+# Parameters (millions) and multiply-adds (millions) at 224 px as the paper reports them (Table 3).
+LEVIT_PAPER_FIGURES: dict[str, tuple[float, int]] = {
+    "LeViT-128S": (7.8, 305), "LeViT-128": (9.2, 406), "LeViT-192": (11.0, 658), "LeViT-256": (18.9, 1120),
+    "LeViT-384": (39.1, 2353),
+}
 STEM_STRIDE = 16  # four stride-2 convolutions
 
 
@@ -267,6 +284,20 @@ class LeViT(nn.Module):
 
     def forward(self, img: torch.Tensor):
         return self.forward_head(self.forward_features(img))
+
+    def named_stages(self) -> dict[str, nn.Module]:
+        """The stem, each stage, each shrinking attention between stages and the head, in order
+        (for :func:`vitlib.bench.part_table`)."""
+        out: dict[str, nn.Module] = {"stem": self.stem}
+        stage = 1
+        for part in self.backbone:
+            if part.blocks[0].attn.stride == 2:
+                out[f"shrink {stage}->{stage + 1}"] = part
+                stage += 1
+            else:
+                out[f"stage {stage}"] = part
+        out["head"] = self.head
+        return out
 
     def fuse(self) -> "LeViT":
         """A copy for inference with every BatchNorm folded into the convolution before it

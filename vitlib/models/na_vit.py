@@ -1,0 +1,576 @@
+"""NaViT (Dehghani et al., 2023, "Patch n' Pack: NaViT, a Vision Transformer for any Aspect Ratio
+and Resolution").
+
+What it changes against :class:`~vitlib.models.ViT`:
+
+* every image keeps its own resolution and aspect ratio: it becomes as many tokens as it has
+  patches, so a 64x64 image costs 16 tokens where a 224x224 one costs 196 (patch size 16);
+* several images are packed into one sequence; a block-diagonal attention mask lets each token
+  attend only to the tokens of its own image, so packing changes the cost, never the result;
+* learned positions factorised by axis: one table for the patch row, one for the column, summed,
+  so any grid up to ``image_size / patch_size`` has a position;
+* token dropout: in training, each image keeps a random subset of its patches, a fixed fraction of
+  them (or one given by a function of the image's height and width);
+* queries and keys are RMS-normalised per head (:class:`~vitlib.layers.HeadRMSNorm`);
+* one learned query per image pools its tokens by attention, then LayerNorm and a bias-free
+  linear classifier.
+
+Two executions of the same model, with the same parameters (their state dicts are
+interchangeable):
+
+* :class:`NaViT` packs the images into a padded ``(sequences, tokens)`` batch and runs
+  :func:`torch.nn.functional.scaled_dot_product_attention` with the block-diagonal mask. It
+  packs first-fit decreasing (:func:`pack_sequences`), which pads less than vit-pytorch's in-order
+  filling (:func:`pack_greedy`; compare them with :func:`padding_fraction`).
+* :class:`NaViTNested` holds one sequence per image in a jagged :mod:`torch.nested` tensor: no
+  padding and no mask, at the price of the limits listed in its docstring.
+
+A forward runs in two parts. :meth:`NaViT.prepare` works on the host from the images' shapes
+alone (Python ints): it checks the images, decides which image goes to which sequence and builds
+small index tensors (a :class:`PackPlan`); it never reads a value back from the accelerator.
+:meth:`NaViT.forward_packed` is tensor-only: it selects the kept tokens, embeds them, scatters them
+into the packed batch, runs the transformer and pools. ``torch.compile`` compiles the second part
+as one graph; the first runs eagerly (it is marked :func:`torch.compiler.disable`).
+
+Keyword names and forward signatures are vit-pytorch's (``vit_pytorch.na_vit.NaViT`` and
+``vit_pytorch.na_vit_nested_tensor.NaViT``), and its weights convert
+(:func:`vitlib.convert.from_vit_pytorch`). Kept unlike vit-pytorch: the LayerNorms have a bias
+(vit-pytorch's are bias-free; converting sets the biases to zero), and the attention logits are
+scaled by ``1 / sqrt(dim_head)`` after the query-key normalisation, as in ViT-22B, where
+vit-pytorch's packed NaViT does not scale them (converting folds the factor into the gains).
+"""
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, fields
+from typing import Callable, Sequence, Union
+
+import torch
+from torch import nn
+
+from ..layers import Attention, PatchEmbedding, Transformer, pair, patchify
+from .base import check_positive, check_probability
+
+__all__ = [
+    "NaViT",
+    "NaViTNested",
+    "FactorisedPosEmb2d",
+    "PackPlan",
+    "pack_plan",
+    "pack_sequences",
+    "pack_greedy",
+    "padding_fraction",
+]
+
+#: A token-dropout rate: a probability, a function ``(height, width) -> probability`` of an image's
+#: size in pixels, or None (no token dropout).
+DropRate = Union[float, Callable[[int, int], float], None]
+
+
+# ----- packing (pure functions of the lengths) ---------------------------------------------------
+
+
+def _check_lengths(lengths: Sequence[int], max_len: int | None) -> None:
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int) or max_len < 1):
+        raise ValueError(f"max_len must be a positive int; received {max_len!r}")
+    for i, n in enumerate(lengths):
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"lengths must be positive ints; received {n!r} at index {i}")
+        if max_len is not None and n > max_len:
+            raise ValueError(f"every length must be at most max_len={max_len}; received {n} at index {i}")
+
+
+def _first_fit(order: list[int], lengths: Sequence[int], capacity: int, limit: int | None = None):
+    """First fit of the items in ``order`` into sequences of ``capacity``: each goes into the first
+    sequence with room, else opens one. None as soon as more than ``limit`` sequences are needed."""
+    groups: list[list[int]] = []
+    room: list[int] = []
+    for i in order:
+        n = lengths[i]
+        for g, free in enumerate(room):
+            if n <= free:
+                groups[g].append(i)
+                room[g] -= n
+                break
+        else:
+            if limit is not None and len(groups) == limit:
+                return None
+            groups.append([i])
+            room.append(capacity - n)
+    return groups
+
+
+def _padded_slots(lengths: Sequence[int], groups: list[list[int]]) -> int:
+    return len(groups) * max(sum(lengths[i] for i in g) for g in groups)
+
+
+def pack_sequences(lengths: Sequence[int], max_len: int, *, search: int = 4) -> list[list[int]]:
+    """Pack sequences of the given lengths into sequences of at most ``max_len`` so that the padded
+    batch (packed sequences times the longest of them) holds few padding slots.
+
+    First fit decreasing (FFD) takes the sequences longest first and puts each into the first packed
+    sequence with room: long ones placed first leave gaps that short ones fill, where filling in
+    input order (:func:`pack_greedy`) closes a packed sequence as soon as the next one does not fit.
+    FFD needs few packed sequences (at most ``11/9`` of the fewest possible, plus one), but the
+    padded batch also depends on the longest packed sequence. So, like the MULTIFIT algorithm, for
+    ``G`` = FFD's count of packed sequences and up to ``search`` more, bisection finds the smallest
+    capacity at which FFD needs at most ``G``, which balances the sequences; the packing with the
+    fewest padded slots wins. The in-order packing competes too: on random cases it pads less than
+    this search about once in two thousand, by a fraction of a percent, so the result never pads
+    more than :func:`pack_greedy`'s. The work is ``O(n * G)`` per FFD pass and at most about
+    ``search * log2(max_len)`` passes, all on Python ints.
+
+    Returns lists of indices into ``lengths`` (each index exactly once), longest first within a list
+    (in input order when the in-order packing wins).
+    """
+    _check_lengths(lengths, max_len)
+    if not lengths:
+        return []
+    order = sorted(range(len(lengths)), key=lambda j: (-lengths[j], j))
+    total, biggest = sum(lengths), max(lengths)
+    best = _first_fit(order, lengths, max_len)
+    cost = _padded_slots(lengths, best)
+    first = len(best)
+    for g in range(first, first + search + 1):
+        lo, hi = max(biggest, -(-total // g)), min(max_len, cost // g)
+        if g * lo >= cost:  # no packing into g sequences can have fewer padded slots
+            break
+        found = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            candidate = _first_fit(order, lengths, mid, limit=g)
+            if candidate is None:
+                lo = mid + 1
+            else:
+                found, hi = candidate, mid - 1
+        if found is not None and _padded_slots(lengths, found) < cost:
+            best, cost = found, _padded_slots(lengths, found)
+    greedy = pack_greedy(lengths, max_len)
+    return greedy if _padded_slots(lengths, greedy) < cost else best
+
+
+def pack_greedy(lengths: Sequence[int], max_len: int) -> list[list[int]]:
+    """vit-pytorch's packing: in input order, start a new packed sequence whenever the next one
+    does not fit in the current. For comparison with :func:`pack_sequences`."""
+    _check_lengths(lengths, max_len)
+    groups: list[list[int]] = []
+    used = max_len  # forces a first group
+    for i, n in enumerate(lengths):
+        if used + n > max_len:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += n
+    return groups
+
+
+def padding_fraction(lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> float:
+    """Share of a packed batch that is padding: padded slots over all slots.
+
+    The batch has one row per group, each as long as the longest group, so it holds
+    ``len(groups) * longest`` slots of which ``sum(lengths)`` are tokens.
+    """
+    _check_lengths(lengths, None)
+    placed = sorted(i for g in groups for i in g)
+    if placed != list(range(len(lengths))):
+        raise ValueError(f"groups must hold every index of lengths (0..{len(lengths) - 1}) exactly once; "
+                         f"received {[list(g) for g in groups]!r}")
+    if not lengths:
+        return 0.0
+    longest = max(sum(lengths[i] for i in g) for g in groups)
+    return 1.0 - sum(lengths) / (len(groups) * longest)
+
+
+# ----- the host-side plan ------------------------------------------------------------------------
+
+
+@dataclass
+class PackPlan:
+    """Where every token of a batch of images goes, computed on the host from the images' shapes.
+
+    Tokens are numbered image after image (input order), row-major within an image; ``T`` tokens
+    in all, ``K`` of them kept after token dropout (``K == T`` without), ``N`` images packed into
+    ``G`` sequences of ``L`` slots each, at most ``Q`` images per sequence.
+
+    ``rows``, ``cols`` (T,): each token's patch row and column. ``image_of_token`` (T,): its image.
+    ``keep`` (K,) or None: which tokens survive token dropout, as positions in an order where each
+    image's tokens are shuffled but stay in their image's range (see :meth:`NaViT.forward_packed`).
+    ``dest`` (K,): each kept token's slot in the flattened ``(G * L)`` packed batch. ``ids`` (G, L):
+    the position of each slot's image within its sequence, -1 for padding. ``empty_queries`` (G, Q,
+    bool): pooling slots with no image. ``out_index`` (N,): each image's row among the ``G * Q``
+    pooled vectors. ``lengths`` and ``groups`` are the kept tokens per image and the images of each
+    sequence, as Python ints.
+    """
+
+    rows: torch.Tensor
+    cols: torch.Tensor
+    image_of_token: torch.Tensor
+    keep: torch.Tensor | None
+    dest: torch.Tensor
+    ids: torch.Tensor
+    empty_queries: torch.Tensor
+    out_index: torch.Tensor
+    lengths: tuple[int, ...]
+    groups: tuple[tuple[int, ...], ...]
+
+    def to(self, device: torch.device | str) -> "PackPlan":
+        """The same plan with its tensors on ``device`` (copied without waiting for the device)."""
+        moved = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            moved[f.name] = value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
+        return PackPlan(**moved)
+
+
+def pack_plan(grids: Sequence[tuple[int, int]], lengths: Sequence[int], groups: Sequence[Sequence[int]]) -> PackPlan:
+    """Build the :class:`PackPlan` of images with patch grids ``grids`` (rows, columns), keeping
+    ``lengths[i]`` tokens of image ``i`` (at most its number of patches), packed as ``groups``
+    (lists of image indices, each image exactly once). CPU tensors, built without Python loops
+    over tokens."""
+    n = len(grids)
+    counts_list = [gh * gw for gh, gw in grids]
+    if len(lengths) != n or any(not 1 <= k <= c for k, c in zip(lengths, counts_list)):
+        raise ValueError(f"lengths must give, for each of the {n} images, between 1 and its number of patches "
+                         f"{counts_list}; received {list(lengths)}")
+    if sorted(i for g in groups for i in g) != list(range(n)) or any(len(g) == 0 for g in groups):
+        raise ValueError(f"groups must be non-empty and hold every image index 0..{n - 1} exactly once; "
+                         f"received {[list(g) for g in groups]!r}")
+    total, kept_total = sum(counts_list), sum(lengths)
+    counts = torch.tensor(counts_list)
+    kept = torch.tensor(list(lengths))
+    widths = torch.tensor([gw for _, gw in grids])
+    image = torch.arange(n)
+
+    image_of_token = image.repeat_interleave(counts, output_size=total)
+    start = counts.cumsum(0) - counts  # each image's first token
+    local = torch.arange(total) - start[image_of_token]
+    rows, cols = local // widths[image_of_token], local % widths[image_of_token]
+
+    image_of_kept = image.repeat_interleave(kept, output_size=kept_total)
+    kept_start = kept.cumsum(0) - kept
+    keep = None
+    if kept_total < total:  # the first lengths[i] positions of image i's (shuffled) range
+        keep = torch.arange(kept_total) + (start - kept_start)[image_of_kept]
+
+    seq_len = max(sum(lengths[i] for i in g) for g in groups)
+    queries = max(len(g) for g in groups)
+    group_of, slot_of, offset_of = [0] * n, [0] * n, [0] * n
+    for gi, g in enumerate(groups):  # a loop over images, not tokens
+        offsets = itertools.accumulate((lengths[i] for i in g), initial=0)
+        for si, (i, off) in enumerate(zip(g, offsets)):
+            group_of[i], slot_of[i], offset_of[i] = gi, si, off
+    first_slot = torch.tensor([group_of[i] * seq_len + offset_of[i] for i in range(n)])
+    dest = torch.arange(kept_total) + (first_slot - kept_start)[image_of_kept]
+    ids = torch.full((len(groups) * seq_len,), -1, dtype=torch.long)
+    ids[dest] = torch.tensor(slot_of)[image_of_kept]
+    sizes = torch.tensor([len(g) for g in groups])
+    return PackPlan(
+        rows=rows,
+        cols=cols,
+        image_of_token=image_of_token,
+        keep=keep,
+        dest=dest,
+        ids=ids.view(len(groups), seq_len),
+        empty_queries=torch.arange(queries)[None, :] >= sizes[:, None],
+        out_index=torch.tensor([group_of[i] * queries + slot_of[i] for i in range(n)]),
+        lengths=tuple(lengths),
+        groups=tuple(tuple(g) for g in groups),
+    )
+
+
+def _shuffle_within(segment: torch.Tensor) -> torch.Tensor:
+    """A random permutation of ``range(len(segment))`` that shuffles positions within each run of
+    equal values of the non-decreasing ``segment`` and keeps the runs in place: two sorts, no loop."""
+    perm = torch.rand(segment.shape, device=segment.device).argsort()
+    return perm[segment[perm].argsort(stable=True)]
+
+
+# ----- the model ---------------------------------------------------------------------------------
+
+
+class FactorisedPosEmb2d(nn.Module):
+    """Learned positions factorised by axis: ``height[row] + width[col]`` for a patch at
+    ``(row, col)``, so one table of ``rows + cols`` vectors covers every grid up to
+    ``rows x cols``."""
+
+    def __init__(self, grid: tuple[int, int], dim: int) -> None:
+        super().__init__()
+        self.height = nn.Parameter(torch.randn(grid[0], dim) * 0.02)
+        self.width = nn.Parameter(torch.randn(grid[1], dim) * 0.02)
+
+    def forward(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        return self.height[rows] + self.width[cols]
+
+
+class NaViT(nn.Module):
+    """NaViT with vit-pytorch's keyword names: images of any size up to ``image_size``, packed.
+
+    ``forward(batched_images, group_images=False, group_max_seq_len=2048)`` takes a list of
+    ``(channels, height, width)`` images (sides multiples of the patch size) or a list of such
+    lists, already grouped into sequences, and returns one row of logits per image, in input order
+    (groups concatenated). A flat list is one sequence unless ``group_images=True``, which packs it
+    (:func:`pack_sequences`) into sequences of at most ``group_max_seq_len`` tokens; ``None``
+    means the longest image's token count, the shortest sequences that hold every image.
+
+    Attention costs ``L^2`` per packed sequence of length ``L``, masked or not, so long sequences of
+    small images waste time: on CPU a length near the longest image's token count is fastest.
+
+    ``token_dropout_prob`` (training only): a probability, or a function of an image's height and
+    width in pixels returning one. Image ``i`` keeps ``max(1, int(tokens_i * (1 - p)))`` tokens,
+    chosen at random, before the patch projection. Given as a number, the model pickles; a
+    function given here must itself be picklable for the model to be (a lambda is not).
+    ``qk_rmsnorm=False`` removes the query-key normalisation (an option of vit-pytorch's nested
+    NaViT).
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size,
+        patch_size,
+        num_classes: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_dim: int,
+        channels: int = 3,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        token_dropout_prob: DropRate = None,
+        qk_rmsnorm: bool = True,
+    ) -> None:
+        super().__init__()
+        check_positive(num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
+                       channels=channels, dim_head=dim_head)
+        check_probability(dropout=dropout, emb_dropout=emb_dropout)
+        if token_dropout_prob is not None and not callable(token_dropout_prob):
+            if isinstance(token_dropout_prob, bool) or not isinstance(token_dropout_prob, (int, float)):
+                raise ValueError("token_dropout_prob must be None, a probability in [0, 1) or a function "
+                                 f"(height, width) -> probability; received {token_dropout_prob!r}")
+            check_probability(token_dropout_prob=token_dropout_prob)
+            token_dropout_prob = float(token_dropout_prob)
+        self.config = dict(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
+                           depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head,
+                           dropout=dropout, emb_dropout=emb_dropout, token_dropout_prob=token_dropout_prob,
+                           qk_rmsnorm=qk_rmsnorm)
+        self.token_dropout_prob = token_dropout_prob
+        self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner=type(self).__name__)
+        self.patch_size = self.patch_embedding.patch_size
+        self.channels = channels
+        self.pos_embedding = FactorisedPosEmb2d(self.patch_embedding.grid, dim)
+        self.dropout = nn.Dropout(emb_dropout)
+        self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, out_bias=False,
+                                       qk_norm=qk_rmsnorm)
+        self.attn_pool_queries = nn.Parameter(torch.randn(dim) * 0.02)
+        self.attn_pool = Attention(dim, heads, dim_head, out_bias=False, qk_norm=qk_rmsnorm)
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes, bias=False)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+
+    # ----- host side: checks and plan --------------------------------------------------------
+
+    def drop_rate(self, height: int, width: int) -> float:
+        """Token-dropout rate of an image of ``height x width`` pixels (0 without token dropout)."""
+        p = self.token_dropout_prob
+        if p is None:
+            return 0.0
+        rate = p(height, width) if callable(p) else p
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ValueError(f"token_dropout_prob({height}, {width}) must return a probability in [0, 1); "
+                             f"received {rate!r}")
+        return float(rate)
+
+    def _flatten(self, batched_images) -> tuple[list[torch.Tensor], list[list[int]] | None]:
+        """The images in input order, and the groups when the caller gave a list of lists."""
+        name = type(self).__name__
+        expected = "a list of (channels, height, width) image tensors, or a list of such lists"
+        if isinstance(batched_images, torch.Tensor):
+            raise ValueError(f"{name} expects {expected}; received a tensor of shape {tuple(batched_images.shape)}"
+                             " (for a batch of equal-sized images, pass list(batch))")
+        if not isinstance(batched_images, (list, tuple)):
+            raise ValueError(f"{name} expects {expected}; received {type(batched_images).__name__}")
+        if len(batched_images) == 0:
+            raise ValueError(f"{name} expects {expected}; received an empty list")
+        if all(isinstance(item, (list, tuple)) for item in batched_images):
+            images, groups = [], []
+            for g, group in enumerate(batched_images):
+                if len(group) == 0:
+                    raise ValueError(f"{name} expects non-empty groups of images; received an empty group at index {g}")
+                groups.append(list(range(len(images), len(images) + len(group))))
+                images.extend(group)
+            return images, groups
+        if any(isinstance(item, (list, tuple)) for item in batched_images):
+            raise ValueError(f"{name} expects {expected}; received a list mixing images and lists")
+        return list(batched_images), None
+
+    def _grid(self, img, index: int) -> tuple[int, int]:
+        """Check one image and return its patch grid (rows, columns)."""
+        name = type(self).__name__
+        (ph, pw), (mh, mw) = self.patch_size, self.patch_embedding.image_size
+        c = self.channels
+        if not isinstance(img, torch.Tensor):
+            raise TypeError(f"{name} expects image tensors of shape ({c}, height, width); received "
+                            f"{type(img).__name__} at index {index}")
+        if img.ndim != 3:
+            hint = " (pass a list of images, e.g. list(batch))" if img.ndim == 4 else ""
+            raise ValueError(f"{name} expects images of shape ({c}, height, width); received a {img.ndim}-D tensor "
+                             f"of shape {tuple(img.shape)} at index {index}{hint}")
+        if not img.is_floating_point():
+            raise ValueError(f"{name} expects float images; received dtype {img.dtype} at index {index}")
+        if img.shape[0] != c:
+            raise ValueError(f"{name} expects {c} channels, i.e. images of shape ({c}, height, width); received "
+                             f"{img.shape[0]} channels (shape {tuple(img.shape)}) at index {index}")
+        h, w = img.shape[-2:]
+        if h % ph or w % pw or h == 0 or w == 0:
+            raise ValueError(f"{name} expects image sides that are positive multiples of the patch size {ph}x{pw}; "
+                             f"received {h}x{w} at index {index}")
+        if h > mh or w > mw:
+            raise ValueError(f"{name} has positions for images up to image_size {mh}x{mw}; received {h}x{w} at "
+                             f"index {index} (resize it, or build the model with a larger image_size)")
+        return h // ph, w // pw
+
+    def _kept(self, images: list[torch.Tensor], grids: list[tuple[int, int]]) -> list[int]:
+        counts = [gh * gw for gh, gw in grids]
+        if not self.training or self.token_dropout_prob is None:
+            return counts
+        return [max(1, int(n * (1.0 - self.drop_rate(*img.shape[-2:])))) for n, img in zip(counts, images)]
+
+    @torch.compiler.disable
+    def prepare(
+        self, batched_images, group_images: bool = False, group_max_seq_len: int | None = 2048
+    ) -> tuple[torch.Tensor, PackPlan]:
+        """Host side of :meth:`forward`: check the images, cut them into patches and plan the packing.
+
+        Returns ``(patches, plan)``: all patches ``(T, patch_dim)``, images in input order, and the
+        :class:`PackPlan` on the patches' device. Reads shapes only; never synchronises with the
+        device.
+        """
+        images, groups = self._flatten(batched_images)
+        grids = [self._grid(img, i) for i, img in enumerate(images)]
+        lengths = self._kept(images, grids)
+        if groups is None and group_images:
+            if group_max_seq_len is None:
+                group_max_seq_len = max(lengths)
+            if isinstance(group_max_seq_len, bool) or not isinstance(group_max_seq_len, int) or group_max_seq_len < 1:
+                raise ValueError(f"group_max_seq_len must be a positive int or None; received {group_max_seq_len!r}")
+            longest = max(range(len(images)), key=lambda i: lengths[i])
+            if lengths[longest] > group_max_seq_len:
+                h, w = images[longest].shape[-2:]
+                raise ValueError(
+                    f"group_max_seq_len={group_max_seq_len} tokens is shorter than image {longest} ({h}x{w} pixels, "
+                    f"{lengths[longest]} tokens); raise group_max_seq_len to at least {lengths[longest]}")
+            groups = pack_sequences(lengths, group_max_seq_len)
+        elif groups is None:
+            groups = [list(range(len(images)))]
+        patches = torch.cat([patchify(img, self.patch_size) for img in images])
+        return patches, pack_plan(grids, lengths, groups).to(patches.device)
+
+    # ----- device side: tensors only ---------------------------------------------------------
+
+    def embed(self, patches: torch.Tensor, plan: PackPlan) -> torch.Tensor:
+        """Kept tokens ``(K, dim)``: token dropout (a random subset of each image's patches, before
+        the projection, so dropped tokens cost nothing), projection, positions, dropout."""
+        rows, cols = plan.rows, plan.cols
+        if plan.keep is not None:
+            chosen = _shuffle_within(plan.image_of_token)[plan.keep]
+            patches, rows, cols = patches[chosen], rows[chosen], cols[chosen]
+        return self.dropout(self.patch_embedding.project(patches) + self.pos_embedding(rows, cols))
+
+    def forward_packed(self, patches: torch.Tensor, plan: PackPlan) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` from :meth:`prepare`'s output; tensor operations only.
+
+        Tokens of one sequence attend to the tokens of their own image (``ids`` equal). Padding
+        slots carry -1, so they attend to each other: no row of the softmax is fully masked (which
+        would make NaN), and no image attends to padding. Pooling has ``Q`` query slots per
+        sequence; a slot without an image attends everywhere and is dropped by ``out_index``.
+        """
+        x = self.embed(patches, plan)
+        g, seq_len = plan.ids.shape
+        x = x.new_zeros(g * seq_len, x.shape[-1]).index_copy(0, plan.dest, x).view(g, seq_len, -1)
+        ids = plan.ids
+        x = self.transformer(x, mask=(ids[:, :, None] == ids[:, None, :])[:, None])
+        q = plan.empty_queries.shape[1]
+        slots = torch.arange(q, device=ids.device)
+        pool_mask = (slots[None, :, None] == ids[:, None, :]) | plan.empty_queries[:, :, None]
+        queries = self.attn_pool_queries.expand(g, q, -1)
+        pooled = self.attn_pool(queries, context=x, mask=pool_mask[:, None]) + queries
+        return self.head(self.norm(pooled.reshape(g * q, -1)[plan.out_index]))
+
+    def forward(self, batched_images, group_images: bool = False, group_max_seq_len: int | None = 2048):
+        patches, plan = self.prepare(batched_images, group_images, group_max_seq_len)
+        return self.forward_packed(patches, plan)
+
+
+class NaViTNested(NaViT):
+    """NaViT on jagged nested tensors: one sequence per image, no padding, no attention mask.
+
+    Keyword names follow vit-pytorch's ``na_vit_nested_tensor.NaViT`` (``token_dropout_prob`` may
+    also be a function, as for :class:`NaViT`); ``forward(images)`` takes a flat list of
+    ``(channels, height, width)`` images and returns one row of logits per image. The parameters
+    are :class:`NaViT`'s: a state dict of one loads into the other, and both give the same logits.
+    Unlike vit-pytorch's, it trains with its defaults (no token dropout).
+
+    Limits, from :mod:`torch.nested` (torch 2.x):
+
+    * ``torch.export`` and ONNX export do not take nested tensors: :meth:`forward` raises
+      NotImplementedError when exported; export a :class:`NaViT` with the same weights instead.
+    * Quantisation (``torch.ao.quantization``) has no kernels for nested tensors; quantise a
+      :class:`NaViT` instead.
+    * On CPU, torch's jagged ``scaled_dot_product_attention`` has no fused kernel: it falls back to
+      a math path that copies each sequence out, reads the lengths back to the host and multiplies
+      per sequence. It needs contiguous ``(batch, tokens, heads, dim_head)`` queries, keys and
+      values (:class:`~vitlib.layers.Attention` makes them so); on non-contiguous ones it finds no
+      backend at all. ``F.normalize`` is missing for nested tensors, hence the RMS norm through
+      ``F.rms_norm``. Fused kernels (flash, memory-efficient) exist on CUDA.
+    """
+
+    def __init__(
+        self,
+        *,
+        image_size,
+        patch_size,
+        num_classes: int,
+        dim: int,
+        depth: int,
+        heads: int,
+        mlp_dim: int,
+        channels: int = 3,
+        dim_head: int = 64,
+        dropout: float = 0.0,
+        emb_dropout: float = 0.0,
+        qk_rmsnorm: bool = True,
+        token_dropout_prob: DropRate = None,
+    ) -> None:
+        super().__init__(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
+                         heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head, dropout=dropout,
+                         emb_dropout=emb_dropout, token_dropout_prob=token_dropout_prob, qk_rmsnorm=qk_rmsnorm)
+
+    def forward(self, images) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            raise NotImplementedError("NaViTNested runs on nested tensors, which torch.export and ONNX export do not "
+                                      "support; load its state dict into a NaViT and export that")
+        images, groups = self._flatten(images)
+        if groups is not None:
+            raise ValueError("NaViTNested expects a flat list of (channels, height, width) images; received a list of "
+                             "lists (grouping is NaViT's; here every image is its own sequence)")
+        patches, plan = self.prepare(images, group_images=False)
+        x = self.embed(patches, plan)
+        lengths = plan.lengths
+        offsets = torch.tensor(list(itertools.accumulate(lengths, initial=0))).to(x.device, non_blocking=True)
+        x = torch.nested.nested_tensor_from_jagged(x, offsets=offsets, min_seqlen=min(lengths), max_seqlen=max(lengths))
+        try:
+            x = self.transformer(x)
+        except NotImplementedError as err:
+            raise NotImplementedError(
+                f"NaViTNested: torch has no nested-tensor kernel for an operation ({str(err).splitlines()[0]}); "
+                "quantised layers (torch.ao.quantization) have none: quantise a NaViT with the same weights instead"
+            ) from err
+        n = len(lengths)
+        queries = torch.nested.nested_tensor_from_jagged(
+            self.attn_pool_queries.expand(n, -1), offsets=torch.arange(n + 1, device=x.device), min_seqlen=1,
+            max_seqlen=1)
+        pooled = self.attn_pool(queries, context=x) + queries
+        return self.head(self.norm(pooled.values()))
