@@ -4,7 +4,7 @@ import torch
 
 from vitlib import NaViT
 from vitlib.data import DataSplit, ImageListDataset, TensorImageDataset, mixed_resolution
-from vitlib.train import evaluate, fit
+from vitlib.train import evaluate, fit, load_model, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,3 +54,17 @@ def test_fit_trains_navit_on_a_list_of_images():
     assert len(history) == 6
     assert history.final["test_loss"] < before
     assert history.final["train_acc"] > 0.5  # three classes: chance is 1/3
+
+
+def test_navit_checkpoints_round_trip_and_a_function_rate_is_refused(tmp_path):
+    torch.manual_seed(0)
+    model = NaViT(image_size=16, patch_size=4, num_classes=3, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64,
+                  channels=1, token_dropout_prob=0.25).eval()
+    path = save_checkpoint(tmp_path / "navit.safetensors", model)
+    again = load_model(path)
+    images = [torch.randn(1, 16, 8), torch.randn(1, 8, 8)]
+    with torch.no_grad():
+        assert torch.allclose(again(images), model(images), atol=1e-6)
+    model.token_dropout_prob = model.config["token_dropout_prob"] = abs  # any function of (h, w) is not JSON
+    with pytest.raises(ValueError, match="as JSON"):
+        save_checkpoint(tmp_path / "f.safetensors", model)

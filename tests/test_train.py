@@ -163,6 +163,18 @@ def test_cli_trains_and_checkpoints(tmp_path, capsys):
     assert isinstance(load_model(ckpt), ViT)
 
 
+def test_cli_trains_other_families_from_their_recipes(tmp_path, capsys):
+    ckpt = tmp_path / "levit.safetensors"
+    assert vtrain.main(["--model", "levit", "--epochs", "1", "--checkpoint", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    assert "LeViT" in out and "1x32x32" in out  # LeViT's recipe sees the digits at 32 px
+    model = load_model(ckpt)
+    assert type(model).__name__ == "LeViT" and model.image_size == (32, 32)
+    with pytest.raises(SystemExit):
+        vtrain.main(["--model", "levit", "--patch-size", "4", "--epochs", "1"])
+    assert "--patch-size applies to vit and simple_vit" in capsys.readouterr().err
+
+
 def test_bench_train_suite_reports_figures(tmp_path, monkeypatch):
     from vitlib import bench
 

@@ -318,6 +318,14 @@ def _jsonable(value):
     return value
 
 
+def _config_json(model: nn.Module, config: dict) -> str:
+    try:
+        return json.dumps(_jsonable(config))
+    except TypeError as err:  # e.g. NaViT's token_dropout_prob given as a function
+        raise ValueError(f"save_checkpoint stores the model's configuration as JSON, and {type(model).__name__}'s "
+                         f"cannot be ({err}); received config {config!r}") from err
+
+
 def save_checkpoint(path: str | Path, model: nn.Module, *, optimizer: torch.optim.Optimizer | None = None,
                     scaler: torch.amp.GradScaler | None = None, state: dict | None = None) -> Path:
     """Write model weights (and optimizer tensors) to a safetensors file, atomically.
@@ -336,7 +344,7 @@ def save_checkpoint(path: str | Path, model: nn.Module, *, optimizer: torch.opti
     meta = {
         "format": CHECKPOINT_FORMAT,
         "model_class": type(model).__name__,
-        "model_config": json.dumps(_jsonable(config)),
+        "model_config": _config_json(model, config),
         "state": json.dumps(_jsonable(state or {})),
     }
     if optimizer is not None:
@@ -411,10 +419,10 @@ def load_checkpoint(path: str | Path, *, model: nn.Module | None = None, optimiz
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
     """Rebuild the model saved in ``path`` from its class and config, load its weights, eval mode."""
-    from .models import MODELS
+    from .models import MODELS, NaViT, NaViTNested
 
     tensors, meta = _read(path, "cpu")
-    classes = {cls.__name__: cls for cls in MODELS.values()}
+    classes = {cls.__name__: cls for cls in (*MODELS.values(), NaViT, NaViTNested)}
     name = meta["model_class"]
     if name not in classes:
         raise ValueError(f"{path} holds a {name}; vitlib knows {sorted(classes)}")
@@ -521,6 +529,9 @@ def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, m
     return model, history, data
 
 
+_CLI_MODEL_KEYS = ("patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim")
+
+
 def main(argv: list[str] | None = None) -> int:
     from .data import load_dataset
     from .models import MODELS
@@ -529,9 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m vitlib.train", description="Train a vitlib model.")
     p.add_argument("--model", default=r["model"]["name"], choices=sorted(MODELS))
     p.add_argument("--dataset", default=r["dataset"]["name"], help="digits, cifar10 or an image folder path")
-    p.add_argument("--image-size", type=int, default=None, help="default: the data set's (digits: 16)")
-    for key in ("patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim"):
-        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=r["model"][key])
+    p.add_argument("--image-size", type=int, default=None,
+                   help="default: the data set's (digits: the model's quick recipe, 16 px, LeViT 32 px)")
+    for key in _CLI_MODEL_KEYS:
+        p.add_argument(f"--{key.replace('_', '-')}", type=int, default=None,
+                       help=f"ViT / SimpleViT (default: the quick recipe's {r['model'][key]})")
     f = r["fit"]
     p.add_argument("--epochs", type=int, default=f["epochs"])
     p.add_argument("--batch-size", type=int, default=f["batch_size"])
@@ -539,7 +552,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=f["weight_decay"])
     p.add_argument("--warmup-epochs", type=float, default=f["warmup_epochs"])
     p.add_argument("--label-smoothing", type=float, default=f["label_smoothing"])
-    p.add_argument("--shift", type=int, default=f["shift"], help="random shift augmentation (in-memory data)")
+    p.add_argument("--shift", type=int, default=None,
+                   help="random shift augmentation in pixels (in-memory data; default: the model's quick recipe)")
     p.add_argument("--amp", default="auto", choices=["auto", "bf16", "fp16", "none"])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--seed", type=int, default=0)
@@ -548,16 +562,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--history", type=Path, help="write the history to this JSON file")
     args = p.parse_args(argv)
 
-    image_size = args.image_size or (r["dataset"]["image_size"] if args.dataset == "digits" else None)
+    recipe = RECIPES["quick"].get(args.model, r)  # ViT trains with the SimpleViT recipe
+    config = {k: v for k, v in recipe["model"].items() if k != "name"}
+    for key in _CLI_MODEL_KEYS:
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if key not in config:
+            p.error(f"--{key.replace('_', '-')} applies to vit and simple_vit; {args.model} is configured by "
+                    f"vitlib.train.RECIPES ({config})")
+        config[key] = value
+    image_size = args.image_size or (recipe["dataset"]["image_size"] if args.dataset == "digits" else None)
     data = load_dataset(args.dataset, image_size=image_size)
     torch.manual_seed(args.seed)
-    config = {k: getattr(args, k) for k in ("patch_size", "dim", "depth", "heads", "dim_head", "mlp_dim")}
     model = build_model(args.model, data, **config)
+    shift = args.shift if args.shift is not None else recipe["fit"].get("shift", 0)
     print(f"{data}\n{type(model).__name__} {model.config}")
     history = fit(model, data.train, data.test, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                   label_smoothing=args.label_smoothing,
-                  augment=RandomShift(args.shift) if args.shift and isinstance(data.train, TensorImageDataset) else None,
+                  augment=RandomShift(shift) if shift and isinstance(data.train, TensorImageDataset) else None,
                   device=args.device, amp=args.amp, seed=args.seed, checkpoint=args.checkpoint, resume=args.resume)
     last = history.final
     print(f"epoch {last['epoch']}: test accuracy {last.get('test_acc', float('nan')):.4f}, "
