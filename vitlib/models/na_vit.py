@@ -507,7 +507,8 @@ class NaViT(nn.Module):
 class NaViTNested(NaViT):
     """NaViT on jagged nested tensors: one sequence per image, no padding, no attention mask.
 
-    Keyword names follow vit-pytorch's ``na_vit_nested_tensor.NaViT`` (``token_dropout_prob`` may
+    The constructor is :class:`NaViT`'s, whose keyword names cover vit-pytorch's
+    ``na_vit_nested_tensor.NaViT`` (``token_dropout_prob`` may
     also be a function, as for :class:`NaViT`); ``forward(images)`` takes a flat list of
     ``(channels, height, width)`` images and returns one row of logits per image. The parameters
     are :class:`NaViT`'s: a state dict of one loads into the other, and both give the same logits.
@@ -526,27 +527,6 @@ class NaViTNested(NaViT):
       backend at all. ``F.normalize`` is missing for nested tensors, hence the RMS norm through
       ``F.rms_norm``. Fused kernels (flash, memory-efficient) exist on CUDA.
     """
-
-    def __init__(
-        self,
-        *,
-        image_size,
-        patch_size,
-        num_classes: int,
-        dim: int,
-        depth: int,
-        heads: int,
-        mlp_dim: int,
-        channels: int = 3,
-        dim_head: int = 64,
-        dropout: float = 0.0,
-        emb_dropout: float = 0.0,
-        qk_rmsnorm: bool = True,
-        token_dropout_prob: DropRate = None,
-    ) -> None:
-        super().__init__(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim, depth=depth,
-                         heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head, dropout=dropout,
-                         emb_dropout=emb_dropout, token_dropout_prob=token_dropout_prob, qk_rmsnorm=qk_rmsnorm)
 
     def forward(self, images) -> torch.Tensor:
         if torch.compiler.is_exporting():
