@@ -55,6 +55,19 @@ def test_fit_trains_navit_on_a_list_of_images():
     assert history.final["test_loss"] < before
     assert history.final["train_acc"] > 0.5  # three classes: chance is 1/3
 
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vitlib.widgets import plot_training_curves
+
+    fig, ax = plt.subplots()
+    plot_training_curves(ax, {"a": history, "b": history}, "t")
+    assert len(ax.lines) == 2
+    assert list(ax.lines[0].get_ydata()) == [r["test_acc"] for r in history]
+    plt.close(fig)
+
 
 def test_navit_checkpoints_round_trip_and_a_function_rate_is_refused(tmp_path):
     torch.manual_seed(0)

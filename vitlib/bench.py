@@ -408,19 +408,23 @@ def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _train_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, lr: float = 1e-4):
-    """One optimisation step (forward, cross-entropy, backward, AdamW) on a private copy of ``model``."""
+def _train_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4, **forward_kwargs):
+    """One optimisation step (forward, cross-entropy, backward, AdamW) on a private copy of ``model``.
+
+    ``x`` is a batch tensor, or a list of images for models that take one (NaViT); ``forward_kwargs``
+    go to every forward call. Without ``y``, random labels are drawn."""
     model = copy.deepcopy(model).train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     if y is None:
         with torch.no_grad():  # in eval mode: batch norm cannot normalise a batch of one in training mode
-            num_classes = model.eval()(x[:1]).shape[-1]
+            num_classes = model.eval()(x[:1], **forward_kwargs).shape[-1]
         model.train()
-        y = torch.randint(0, num_classes, (x.shape[0],), device=x.device)
+        first = x[0] if isinstance(x, (list, tuple)) else x
+        y = torch.randint(0, num_classes, (len(x),), device=first.device)
 
     def run():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        F.cross_entropy(model(x, **forward_kwargs), y).backward()
         opt.step()
 
     return run
@@ -811,19 +815,6 @@ def packing_padding(lengths: list[int], max_lens: Iterable[int | None] = (None,)
     return rows
 
 
-def _list_train_fn(model: nn.Module, images, labels: torch.Tensor, lr: float = 1e-4, **forward_kwargs):
-    """One AdamW step of ``model(images, **forward_kwargs)`` (a list-taking model) on a private copy."""
-    model = copy.deepcopy(model).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images, **forward_kwargs), labels).backward()
-        opt.step()
-
-    return run
-
-
 def _timing_summary(times: list[float], images: int, threads: int) -> dict:
     t = Timing(times, threads=threads, batch=images)
     return {"median_s": t.median, "iqr_s": t.iqr, "runs": len(times), "images_per_s": t.throughput}
@@ -882,7 +873,7 @@ def navit_train_comparison(
         counts = navit_token_counts(images, patch, float(rate))
         seq_lens[name] = max(counts)
         tokens[name] = sum(counts)
-        fns[name] = _list_train_fn(model, images, labels, group_images=True, group_max_seq_len=max(counts))
+        fns[name] = _train_fn(model, images, labels, group_images=True, group_max_seq_len=max(counts))
     if padded_vit:
         vit = ViT(image_size=(height, width), channels=channels, **cfg).to(device)
         batch = pad_images(images, (height, width))
@@ -897,7 +888,7 @@ def navit_train_comparison(
         else:
             vp = VPNaViT(image_size=side, channels=channels, **cfg).to(device)
             counts = navit_token_counts(images, patch)
-            fns["vit-pytorch navit"] = _list_train_fn(vp, images, labels, group_images=True,
+            fns["vit-pytorch navit"] = _train_fn(vp, images, labels, group_images=True,
                                                       group_max_seq_len=max(counts))
             seq_lens["vit-pytorch navit"] = max(counts)
             tokens["vit-pytorch navit"] = sum(counts)

@@ -14,7 +14,7 @@ from .models.levit import LEVIT_CONFIGS
 
 __all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "measure_config", "plot_against_base",
            "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
-           "plot_dropout_sweep", "token_dropout_explorer"]
+           "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves"]
 
 COMPONENT_COLOURS = {
     "patch embedding": "#8c6d31",
@@ -283,3 +283,14 @@ def token_dropout_explorer(images, labels, config: dict, *, device: torch.device
 
     out = w.interactive_output(draw, {"rate": slider})
     return w.VBox([slider, out])
+
+
+def plot_training_curves(ax, histories: dict, title: str = "") -> None:
+    """Test accuracy against measured training time, one line per ``label: History`` (from
+    :func:`vitlib.train.fit`): the picture of "accuracy under the same budget"."""
+    for label, history in histories.items():
+        h = history.frame()
+        ax.plot(h["wall_s"], h["test_acc"], "o-", ms=3, label=str(label))
+    ax.set(xlabel="training time (s, measured)", ylabel="test accuracy", title=title)
+    ax.set_ylim(top=1.0)
+    ax.legend()
