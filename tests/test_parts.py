@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from vitlib import CrossViT, LeViT, ViT, bench
+from vitlib.models import presets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -59,7 +60,7 @@ def test_levit_components_are_counted():
 def test_levit_part_table_covers_the_model():
     model = LeViT(**LEVIT).eval()
     x = torch.randn(2, 3, 64, 64)
-    df = bench.part_table(model, x, model.named_stages(), timing=True, rounds=1, min_run_time=0.01)
+    df = bench.part_table(model, x, timing=True, rounds=1, min_run_time=0.01)
     assert list(df.index) == ["stem", "stage 1", "shrink 1->2", "stage 2", "shrink 2->3", "stage 3", "head"]
     assert list(df["tokens"][:-1]) == [16, 16, 4, 4, 1, 1]
     assert math.isclose(df["gflops"].sum(), bench.count_flops(model, x[:1]) / 1e9, rel_tol=1e-9)
@@ -73,7 +74,7 @@ def test_crossvit_parts_cover_the_model_and_cross_attention_is_linear():
     def table(size):
         model = CrossViT(**{**CROSS, "image_size": size}).eval()
         x = torch.randn(1, 3, size, size)
-        df = bench.part_table(model, x, model.named_parts())
+        df = bench.part_table(model, x)
         assert math.isclose(df["gflops"].sum(), bench.count_flops(model, x) / 1e9, rel_tol=1e-9)
         assert df["params"].sum() == bench.count_parameters(model)
         return df
@@ -84,10 +85,10 @@ def test_crossvit_parts_cover_the_model_and_cross_attention_is_linear():
     assert ratio["small-patch branch"] > 12  # (1 + 4n)^2 / (1 + n)^2: quadratic
 
 
-def test_part_table_rejects_a_foreign_module():
+def test_part_table_rejects_a_name_not_in_the_model():
     model = LeViT(**LEVIT).eval()
-    with pytest.raises(ValueError, match="not inside the model"):
-        bench.part_table(model, torch.randn(1, 3, 64, 64), {"x": torch.nn.Linear(2, 2)})
+    with pytest.raises(ValueError, match="names 'backbone.9', which is neither a submodule nor a parameter of LeViT"):
+        bench.part_table(model, torch.randn(1, 3, 64, 64), {"x": ["backbone.9"]})
 
 
 def test_meta_parts_equal_a_real_run_and_explorers_build():
@@ -98,9 +99,9 @@ def test_meta_parts_equal_a_real_run_and_explorers_build():
 
     from vitlib import widgets
 
-    meta = widgets.meta_parts(LeViT, 64, **{k: v for k, v in LEVIT.items() if k != "image_size"})
-    model = LeViT(**LEVIT).eval()
-    real = bench.part_table(model, torch.randn(1, 3, 64, 64), model.named_stages())
+    meta = widgets.meta_parts("LeViT-128S", image_size=64)
+    model = presets.create("LeViT-128S", image_size=64).eval()
+    real = bench.part_table(model, torch.randn(1, 3, 64, 64))
     assert meta["gflops"].tolist() == pytest.approx(real["gflops"].tolist())
     assert meta["attention_entries"].tolist() == real["attention_entries"].tolist()
     fig, axes = plt.subplots(1, 2)

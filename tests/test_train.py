@@ -94,7 +94,7 @@ def test_checkpoint_round_trip(tmp_path):
     path = save_checkpoint(tmp_path / "m.safetensors", model, optimizer=opt, state={"epoch": 5, "note": (1, 2)})
     loaded = load_model(path)
     assert isinstance(loaded, SimpleViT) and not loaded.training
-    assert loaded.config["image_size"] == [8, 12]
+    assert loaded.config == model.config and loaded.config["image_size"] == (8, 12)  # tuples survive JSON
     torch.testing.assert_close(loaded(x), model.eval()(x), rtol=0, atol=0)
     opt2 = torch.optim.AdamW(loaded.parameters())
     state = load_checkpoint(path, model=loaded, optimizer=opt2)

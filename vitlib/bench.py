@@ -15,6 +15,7 @@ the suite's figures to FILE as one JSON object (with the run's provenance).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as _dt
 import json
@@ -39,8 +40,8 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from .layers import Attention, FeedForward, PatchEmbedding  # noqa: E402
-from .models.levit import LeViTAttention, LeViTFeedForward  # noqa: E402
+from .layers import Attention, FeedForward, record_attention  # noqa: E402
+from .models.base import owner_of  # noqa: E402
 
 __all__ = [
     "count_parameters",
@@ -81,47 +82,26 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-_HEAD_NAMES = ("head", "distill_head", "sm_head", "lg_head", "mlp_head")
+COMPONENTS = ("patch embedding", "positions + tokens", "attention", "mlp", "head", "other")
 
 
-def _component_of(model: nn.Module) -> dict[str, str]:
-    """Map each module's qualified name to the book's component names."""
-    kinds: dict[str, str] = {}
-    for name, mod in model.named_modules():
-        if isinstance(mod, PatchEmbedding) or name == "stem":  # LeViT's stem is its patch embedding
-            kinds[name] = "patch embedding"
-        elif isinstance(mod, (Attention, LeViTAttention)):
-            kinds[name] = "attention"
-        elif isinstance(mod, (FeedForward, LeViTFeedForward)):
-            kinds[name] = "mlp"
-        elif name in _HEAD_NAMES:
-            kinds[name] = "head"
-    return kinds
-
-
-def _owner(name: str, kinds: Mapping[str, str]) -> str | None:
-    """The component that ``name`` (a parameter or module path) lies in, if any."""
-    parts = name.split(".")
-    for i in range(len(parts), 0, -1):
-        prefix = ".".join(parts[:i])
-        if prefix in kinds:
-            return prefix
-    return None
+def _components(model: nn.Module) -> dict[str, str]:
+    """The model's own map of names to components (see ``VisionModel.components``)."""
+    components = getattr(model, "components", None)
+    if components is None:
+        raise ValueError(f"measuring by component needs a vitlib model (with .components()); received "
+                         f"{type(model).__name__}")
+    return components()
 
 
 def parameters_by_component(model: nn.Module) -> dict[str, int]:
-    """Parameters of the patch embedding, attention, MLP, head, and everything else
-    (positions, class token, final norm), summed over layers."""
-    kinds = _component_of(model)
-    out = {"patch embedding": 0, "positions + cls": 0, "attention": 0, "mlp": 0, "head": 0, "other": 0}
+    """Parameters of the patch embedding, positions and learned tokens, attention, MLP, head, and
+    everything else (norms), summed over layers, as the model files them."""
+    kinds = _components(model)
+    out = dict.fromkeys(COMPONENTS, 0)
     for name, p in model.named_parameters():
-        owner = _owner(name, kinds)
-        if owner is not None:
-            out[kinds[owner]] += p.numel()
-        elif name.split(".")[0] in ("pos_embedding", "cls_token"):
-            out["positions + cls"] += p.numel()
-        else:
-            out["other"] += p.numel()
+        owner = owner_of(name, kinds)
+        out[kinds[owner] if owner is not None else "other"] += p.numel()
     return out
 
 
@@ -159,6 +139,18 @@ def _flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=_custom_flop_formulas())
 
 
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode, then put it back in the mode it was in: a
+    measurement leaves the model as it found it (and never updates BatchNorm statistics)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def _run_once(model: nn.Module, inputs, backward: bool) -> None:
     if backward:
         out = model(inputs)
@@ -175,7 +167,7 @@ def count_flops(model: nn.Module, inputs, backward: bool = False) -> int:
     multiply-add; norms, softmax and activations are not counted. Works on ``meta`` tensors too,
     so very large models are counted without computing anything.
     """
-    with _flop_counter() as counter:
+    with _flop_counter() as counter, eval_mode(model):
         _run_once(model, inputs, backward)
     return int(counter.get_total_flops())
 
@@ -188,13 +180,15 @@ def _is_score_op(op) -> bool:
 def flops_by_component(model: nn.Module, inputs, backward: bool = False) -> dict[str, int]:
     """FLOPs split into patch embedding, attention projections (q, k, v, out: linear in tokens),
     attention scores (``q k^T`` and ``attn v``: quadratic in tokens), MLP, head and other."""
-    kinds = _component_of(model)
-    with _flop_counter() as counter:
+    kinds = _components(model)
+    with _flop_counter() as counter, eval_mode(model):
         _run_once(model, inputs, backward)
     counts = counter.get_flop_counts()
     root = type(model).__name__
     out = {"patch embedding": 0, "attention (projections)": 0, "attention (scores)": 0, "mlp": 0, "head": 0}
     for name, kind in kinds.items():
+        if kind not in ("patch embedding", "attention", "mlp", "head"):
+            continue
         for op, n in counts.get(f"{root}.{name}", {}).items():
             if kind == "attention":
                 out["attention (scores)" if _is_score_op(op) else "attention (projections)"] += int(n)
@@ -205,39 +199,21 @@ def flops_by_component(model: nn.Module, inputs, backward: bool = False) -> dict
 
 
 def attention_entries(model: nn.Module, inputs) -> list[dict]:
-    """Every attention layer's size in one forward pass: ``module`` (its name), ``heads``,
-    ``queries``, ``keys`` and ``entries = heads * queries * keys`` per image, the number of scores
-    it computes. Recorded from the tensors the layers receive and return, not from a formula:
-    self-attention in ViT-like models, cross-attention (``context=``) and LeViT's attention on
-    feature maps, shrinking attention included."""
-    rows: list[dict] = []
-
-    def record(name, mod, args, kwargs, output):
-        x = args[0]
-        if isinstance(mod, LeViTAttention):  # feature maps (b, c, h, w)
-            queries, keys = output.shape[-2] * output.shape[-1], x.shape[-2] * x.shape[-1]
-        else:
-            queries = x.shape[1]
-            context = kwargs.get("context")
-            keys = queries if context is None else context.shape[1] + (queries if kwargs.get("kv_include_self") else 0)
-        rows.append({"module": name, "heads": mod.heads, "queries": int(queries), "keys": int(keys),
-                     "entries": int(mod.heads * queries * keys)})
-
-    hooks = [mod.register_forward_hook(lambda m, a, k, o, name=name: record(name, m, a, k, o), with_kwargs=True)
-             for name, mod in model.named_modules() if isinstance(mod, (Attention, LeViTAttention))]
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        for h in hooks:
-            h.remove()
-    return rows
+    """Every attention computed in one forward pass: ``module`` (the attention module's name),
+    ``heads``, ``queries``, ``keys`` and ``entries = heads * queries * keys`` per sequence, the
+    number of scores it computes. Recorded from the tensors that reach the attention kernel
+    (:class:`~vitlib.layers.record_attention`), not from a formula: self-attention, cross-attention
+    and LeViT's attention on feature maps (shrinking attention included) alike."""
+    with record_attention(model) as calls, torch.no_grad(), eval_mode(model):
+        model(inputs)
+    return [{"module": c.module, "heads": c.heads, "queries": c.queries, "keys": c.keys, "entries": c.entries}
+            for c in calls]
 
 
 def part_table(
     model: nn.Module,
     inputs: torch.Tensor,
-    parts: Mapping[str, nn.Module | Iterable[nn.Module]],
+    parts: Mapping[str, Iterable[str]] | None = None,
     *,
     timing: bool = False,
     rounds: int = 3,
@@ -247,51 +223,56 @@ def part_table(
     """Split one forward pass of ``model(inputs)`` into named parts (LeViT's stages, CrossViT's
     branches) and return a DataFrame with one row per part.
 
-    ``parts`` maps a label to a submodule or a list of submodules (e.g. ``model.named_stages()``).
-    Columns: ``tokens`` (tokens the part outputs: ``h * w`` of a feature map, or the sequence
-    length; None for a part that outputs neither, such as a head), ``map`` (``"h x w"`` for feature maps), ``attention_entries`` (scores computed, per
+    ``parts`` maps a label to qualified names of submodules or parameters; by default the model's
+    own :meth:`~vitlib.models.VisionModel.parts`. Columns: ``tokens`` (tokens the part outputs:
+    ``h * w`` of a feature map, or the sequence length; None for a part that outputs neither, such
+    as a head), ``map`` (``"h x w"`` for feature maps), ``attention_entries`` (scores computed, per
     image, summed over the part's attention layers and heads, see :func:`attention_entries`),
     ``gflops_scores`` (the ``q k^T`` and ``attn v`` products), ``gflops`` (all matrix products of the
-    part), ``params``; with ``timing=True`` also ``median_ms`` for the whole batch (each
-    single-module part timed alone on the input it received, all parts interleaved; NaN for a
-    part made of several modules) and ``time_share``. FLOPs and entries are per image.
+    part), ``params``; with ``timing=True`` also ``median_ms`` for the whole batch (each part made of
+    one module timed alone on the input it received in the full model, all parts interleaved; NaN
+    for other parts) and ``time_share``. FLOPs and entries are per image. The model runs in eval
+    mode and is left in the mode it was in.
     """
     import pandas as pd
 
-    model.eval()
-    names = {id(m): n for n, m in model.named_modules()}
-    groups = {label: [mods] if isinstance(mods, nn.Module) else list(mods) for label, mods in parts.items()}
-    for label, mods in groups.items():
-        for m in mods:
-            if id(m) not in names:
-                raise ValueError(f"part {label!r} holds a module that is not inside the model: {type(m).__name__}")
-    seen: dict[int, tuple] = {}  # module -> (its input args, its output shape)
+    parts = model.parts() if parts is None else parts
+    modules = dict(model.named_modules())
+    params = dict(model.named_parameters())
+    groups = {label: list(names) for label, names in parts.items()}
+    for label, names in groups.items():
+        for name in names:
+            if name not in modules and name not in params:
+                raise ValueError(f"part {label!r} names {name!r}, which is neither a submodule nor a parameter of "
+                                 f"{type(model).__name__}")
+    seen: dict[str, tuple] = {}  # module name -> (its input args, its output shape)
 
-    def keep(mod, args, output):
-        seen[id(mod)] = (tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args), tuple(output.shape))
+    def keep(name, args, output):
+        seen[name] = (tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args), tuple(output.shape))
 
-    hooks = [m.register_forward_hook(keep) for mods in groups.values() for m in mods]
+    hooks = [modules[n].register_forward_hook(lambda m, a, o, n=n: keep(n, a, o))
+             for names in groups.values() for n in names if n in modules]
     try:
         entries = attention_entries(model, inputs[:1])
-        with _flop_counter() as counter, torch.no_grad():
+        with _flop_counter() as counter, torch.no_grad(), eval_mode(model):
             model(inputs[:1])
-        with torch.no_grad():
-            model(inputs)  # the inputs kept for timing are full batches
+        if timing:
+            with torch.no_grad(), eval_mode(model):
+                model(inputs)  # the inputs kept for timing are full batches
     finally:
         for h in hooks:
             h.remove()
     counts = counter.get_flop_counts()
     root = type(model).__name__
-    kinds = _component_of(model)
+    kinds = _components(model)
     rows = []
-    for label, mods in groups.items():
-        prefixes = [names[id(m)] for m in mods]
-        inside = lambda name: any(name == p or name.startswith(p + ".") for p in prefixes)  # noqa: E731
-        flops = sum(sum(counts.get(f"{root}.{p}", {}).values()) for p in prefixes)
+    for label, names in groups.items():
+        inside = lambda name: owner_of(name, names) is not None  # noqa: E731
+        flops = sum(sum(counts.get(f"{root}.{n}", {}).values()) for n in names if n in modules)
         scores = sum(int(n) for name, kind in kinds.items() if kind == "attention" and inside(name)
                      for op, n in counts.get(f"{root}.{name}", {}).items() if _is_score_op(op))
         # tokens: the last output in the part that is a sequence (b, n, d) or a map (b, c, h, w)
-        shape = next((seen[id(m)][1] for m in reversed(mods) if len(seen[id(m)][1]) in (3, 4)), None)
+        shape = next((seen[n][1] for n in reversed(names) if n in seen and len(seen[n][1]) in (3, 4)), None)
         rows.append({
             "part": label,
             "tokens": None if shape is None else shape[-2] * shape[-1] if len(shape) == 4 else shape[1],
@@ -299,14 +280,16 @@ def part_table(
             "attention_entries": sum(r["entries"] for r in entries if inside(r["module"])),
             "gflops_scores": scores / 1e9,
             "gflops": flops / 1e9,
-            "params": sum(count_parameters(m) for m in mods),
+            "params": sum(p.numel() for name, p in params.items() if inside(name)),
         })
     df = pd.DataFrame(rows).set_index("part")
     df["tokens"] = df["tokens"].astype("Int64")
     if timing:
-        fns = {label: _part_fn(mods[0], seen[id(mods[0])][0]) for label, mods in groups.items() if len(mods) == 1}
-        times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=num_threads,
-                                 warmup=2, device=inputs.device)
+        fns = {label: _part_fn(modules[names[0]], seen[names[0]][0]) for label, names in groups.items()
+               if len(names) == 1 and names[0] in seen}
+        with eval_mode(model):
+            times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=num_threads,
+                                     warmup=2, device=inputs.device)
         df["median_ms"] = [statistics.median(times[label]) * 1e3 if label in times else float("nan") for label in groups]
         df["time_share"] = df["median_ms"] / df["median_ms"].sum()
         df.attrs.update(batch=int(inputs.shape[0]), rounds=rounds, threads=num_threads or _default_threads())
@@ -398,8 +381,14 @@ def _device_of(model: nn.Module) -> torch.device:
     return p.device if p is not None else torch.device("cpu")
 
 
+def _batch_device(x) -> tuple[int, torch.device]:
+    """Batch size and device of a model input: a batch tensor, or a list of images (NaViT)."""
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    return len(x), first.device
+
+
 def _inference_fn(model: nn.Module, x: torch.Tensor) -> Callable[[], object]:
-    model.eval()
+    """``model(x)`` under inference mode; the caller puts the model in eval mode (:func:`eval_mode`)."""
 
     def run():
         with torch.inference_mode():
@@ -432,14 +421,17 @@ def _train_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e
 
 def measure_inference(model: nn.Module, x: torch.Tensor, **kwargs) -> Timing:
     """Median latency of ``model(x)`` in eval and inference mode; ``.throughput`` is images/s."""
-    kwargs.setdefault("device", x.device)
-    return time_function(_inference_fn(model, x), batch=x.shape[0], **kwargs)
+    batch, device = _batch_device(x)
+    kwargs.setdefault("device", device)
+    with eval_mode(model):
+        return time_function(_inference_fn(model, x), batch=batch, **kwargs)
 
 
 def measure_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None = None, **kwargs) -> Timing:
     """Median time of one training step (forward, loss, backward, AdamW step) on a copy of ``model``."""
-    kwargs.setdefault("device", x.device)
-    return time_function(_train_fn(model, x, y), batch=x.shape[0], **kwargs)
+    batch, device = _batch_device(x)
+    kwargs.setdefault("device", device)
+    return time_function(_train_fn(model, x, y), batch=batch, **kwargs)
 
 
 def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int | None:
@@ -525,15 +517,21 @@ def compare(
     fns = {}
     for name, (model, x) in candidates.items():
         fns[name] = _inference_fn(model, x) if mode == "inference" else _train_fn(model, x)
-    cuda = next((x.device for _, x in candidates.values() if x.device.type == "cuda"), None)
-    times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=threads, warmup=warmup,
-                             device=cuda,
-                             progress=f"timing {len(names)} models ({mode})" if progress else None)
+    inputs = {name: _batch_device(x) for name, (_, x) in candidates.items()}  # (batch, device)
+    cuda = next((device for _, device in inputs.values() if device.type == "cuda"), None)
+    with contextlib.ExitStack() as stack:
+        if mode == "inference":
+            for model, _ in candidates.values():
+                stack.enter_context(eval_mode(model))
+        times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=threads, warmup=warmup,
+                                 device=cuda,
+                                 progress=f"timing {len(names)} models ({mode})" if progress else None)
+        mems = {name: peak_memory(fns[name], inputs[name][1]) for name in names}
     rows = []
     for name in names:
         model, x = candidates[name]
-        t = Timing(times[name], threads, name, batch=x.shape[0])
-        mem = peak_memory(fns[name], x.device)
+        t = Timing(times[name], threads, name, batch=inputs[name][0])
+        mem = mems[name]
         rows.append({
             "model": name,
             "params": count_parameters(model),
@@ -547,8 +545,7 @@ def compare(
     df["time_ratio"] = df["median_ms"] / df.loc[baseline, "median_ms"]
     df["speedup"] = 1.0 / df["time_ratio"]
     df.attrs.update(mode=mode, baseline=baseline, rounds=rounds, threads=threads,
-                    batch={n: int(candidates[n][1].shape[0]) for n in names},
-                    device=str(candidates[names[0]][1].device))
+                    batch={n: inputs[n][0] for n in names}, device=str(inputs[names[0]][1]))
     return df
 
 

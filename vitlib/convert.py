@@ -13,7 +13,7 @@ from torch import nn
 
 from .layers import pair, posemb_sincos_2d
 from .models import CrossViT, LeViT, NaViT, SimpleViT, ViT
-from .models.levit import STEM_WIDTHS, relative_offset_indices
+from .models.levit import VIT_PYTORCH_STEM_WIDTHS, relative_offset_indices
 
 __all__ = ["from_vit_pytorch"]
 
@@ -25,7 +25,7 @@ def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
     ``image_size`` is needed only for a ViT whose patch grid is not square: its learned position
     table tells the number of patches, not the grid's shape. A LeViT becomes a vitlib
     :class:`~vitlib.models.LeViT` with ``stem_activation=False`` (vit-pytorch's stem has no
-    nonlinearity). The result is in eval mode if the source was.
+    nonlinearity) and vit-pytorch's fixed stem widths. The result is in eval mode if the source was.
     """
     kind = f"{type(model).__module__}.{type(model).__name__}"
     converters = {
@@ -205,8 +205,8 @@ def _convert_levit(model: nn.Module, image_size) -> LeViT:
     if len(convs) != 4 or not all(isinstance(c, nn.Conv2d) for c in convs):
         raise ValueError("expected vit-pytorch LeViT's stem of four Conv2d layers; received a modified conv_embedding")
     widths = tuple(c.out_channels for c in convs[:3])
-    if widths != STEM_WIDTHS:
-        raise ValueError(f"expected stem widths {STEM_WIDTHS}; received {widths}")
+    if widths != VIT_PYTORCH_STEM_WIDTHS:
+        raise ValueError(f"expected vit-pytorch's stem widths {VIT_PYTORCH_STEM_WIDTHS}; received {widths}")
     backbone = list(model.backbone)
     stage_mods = backbone[0::2]
     if any(len(t.layers) == 0 for t in stage_mods):
@@ -239,6 +239,7 @@ def _convert_levit(model: nn.Module, image_size) -> LeViT:
         dropout=first_attn.dropout.p,
         num_distill_classes=distill.out_features if distill is not None else None,
         stem_activation=False,
+        stem_widths=VIT_PYTORCH_STEM_WIDTHS,
         channels=convs[0].in_channels,
     )
     sd: dict[str, torch.Tensor] = {}

@@ -6,6 +6,7 @@ these modules one to one (see :mod:`vitlib.convert`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -16,6 +17,8 @@ __all__ = [
     "pair",
     "check_images",
     "attention",
+    "AttentionCall",
+    "record_attention",
     "HeadRMSNorm",
     "Attention",
     "FeedForward",
@@ -43,8 +46,10 @@ def pair(value: int | Sequence[int], name: str = "size") -> tuple[int, int]:
     return out
 
 
-def check_images(img: torch.Tensor, channels: int, size: tuple[int, int], owner: str) -> None:
-    """Raise a ValueError naming what was expected when ``img`` is not a batch of images of ``size``."""
+def check_images(img: torch.Tensor, channels: int, size: tuple[int, int], owner: str,
+                 dtype: torch.dtype | None = None) -> None:
+    """Raise a ValueError naming what was expected when ``img`` is not a batch of images of ``size``
+    (and, when ``dtype`` is given, of the model's floating-point dtype)."""
     h, w = size
     expected = f"a float tensor of shape (batch, {channels}, {h}, {w})"
     if not isinstance(img, torch.Tensor):
@@ -58,6 +63,11 @@ def check_images(img: torch.Tensor, channels: int, size: tuple[int, int], owner:
         raise ValueError(
             f"{owner} expects {expected}; received dtype {img.dtype} (convert with img.float() / 255)"
         )
+    if dtype is not None and img.dtype != dtype and not torch.is_autocast_enabled(img.device.type):
+        raise ValueError(
+            f"{owner} holds {dtype} weights and expects {dtype} images; received dtype {img.dtype} "
+            f"(convert with img.to({dtype}), or the model with model.to({img.dtype}))"
+        )
     if img.shape[1] != channels:
         raise ValueError(
             f"{owner} expects {channels} channels, i.e. {expected}; received {img.shape[1]} channels "
@@ -69,6 +79,77 @@ def check_images(img: torch.Tensor, channels: int, size: tuple[int, int], owner:
             f"{img.shape[-1]} in a tensor of shape {tuple(img.shape)} (resize the images, or build the "
             f"model with image_size={(img.shape[-2], img.shape[-1])})"
         )
+
+
+@dataclass
+class AttentionCall:
+    """One call of :func:`attention` seen by :func:`record_attention`: the attention module that made
+    it (its qualified name in the model, or ``""``), the sizes of its score tensor and, when maps
+    were asked for, the attention matrix ``(batch, heads, queries, keys)``."""
+
+    module: str
+    batch: int
+    heads: int
+    queries: int
+    keys: int
+    map: torch.Tensor | None = None
+
+    @property
+    def entries(self) -> int:
+        """Scores computed per sequence: ``heads * queries * keys``."""
+        return self.heads * self.queries * self.keys
+
+
+_RECORDERS: list["record_attention"] = []
+
+
+class record_attention:
+    """Record every call of :func:`attention` made inside the ``with`` block.
+
+    ``with record_attention(model, maps=True) as calls: model(x)`` leaves in ``calls`` (a list of
+    :class:`AttentionCall`) one entry per attention computed, named after the module of ``model``
+    that made it (the innermost module whose ``component`` is ``"attention"``). With ``maps=True``
+    the plain path runs and each entry keeps its attention matrix; otherwise the model runs as it
+    would (fused or not) and only the sizes are kept. This is how measuring code counts attention
+    scores and how every model draws its attention maps, whatever its family.
+    """
+
+    def __init__(self, model: nn.Module | None = None, maps: bool = False) -> None:
+        self.model, self.maps = model, maps
+        self.calls: list[AttentionCall] = []
+        self._stack: list[str] = []
+        self._hooks: list = []
+
+    def __enter__(self) -> list[AttentionCall]:
+        if self.model is not None:
+            for name, mod in self.model.named_modules():
+                if getattr(mod, "component", None) == "attention":
+                    self._hooks.append(mod.register_forward_pre_hook(self._enter_module(name)))
+                    self._hooks.append(mod.register_forward_hook(self._leave_module))
+        _RECORDERS.append(self)
+        return self.calls
+
+    def __exit__(self, *exc) -> None:
+        _RECORDERS.remove(self)
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks.clear()
+
+    def _enter_module(self, name: str):
+        def hook(module, args) -> None:
+            self._stack.append(name)
+        return hook
+
+    def _leave_module(self, module, args, output) -> None:
+        self._stack.pop()
+
+    def add(self, q: torch.Tensor, k: torch.Tensor, attn: torch.Tensor | None) -> None:
+        if q.is_nested:
+            raise ValueError("record_attention needs padded (batch, heads, tokens, dim) tensors; received nested "
+                             "tensors (NaViTNested): record a NaViT with the same weights instead")
+        b, h, n, _ = q.shape
+        self.calls.append(AttentionCall(self._stack[-1] if self._stack else "", int(b), int(h), int(n),
+                                        int(k.shape[-2]), None if attn is None else attn.detach()))
 
 
 def attention(
@@ -91,16 +172,23 @@ def attention(
     float tensor is added to the scaled scores before the softmax (LeViT's learned attention bias);
     a boolean tensor is a mask, True where a query may attend to a key (NaViT's packed sequences).
     Every query must be allowed at least one key, or its row of the softmax is NaN.
+    Inside :class:`record_attention` the call is recorded (and runs the plain path when maps are kept).
     """
+    recorder = _RECORDERS[-1] if _RECORDERS else None
+    if recorder is not None and recorder.maps:
+        fused = False
     if fused:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
-    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
-    if bias is not None and bias.dtype == torch.bool:
-        scores = scores.masked_fill(~bias, float("-inf"))
-    elif bias is not None:
-        scores = scores + bias
-    attn = scores.softmax(dim=-1)
-    out = torch.matmul(F.dropout(attn, dropout_p) if dropout_p > 0 else attn, v)
+        out, attn = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
+    else:
+        scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+        if bias is not None and bias.dtype == torch.bool:
+            scores = scores.masked_fill(~bias, float("-inf"))
+        elif bias is not None:
+            scores = scores + bias
+        attn = scores.softmax(dim=-1)
+        out = torch.matmul(F.dropout(attn, dropout_p) if dropout_p > 0 else attn, v)
+    if recorder is not None:
+        recorder.add(q, k, attn if recorder.maps else None)
     return out, attn
 
 
@@ -114,6 +202,8 @@ class HeadRMSNorm(nn.Module):
     jagged nested tensors (``F.normalize`` does not, nor does broadcasting a ``(heads, 1, dim_head)``
     gain after the heads are moved in front of the tokens).
     """
+
+    no_decay_params = ("weight",)  # a norm's gain, though 2-D
 
     def __init__(self, heads: int, dim_head: int, eps: float = 1e-12) -> None:
         super().__init__()
@@ -143,6 +233,8 @@ class Attention(nn.Module):
     attend) or a float bias, broadcasting to ``(batch, heads, queries, keys)``; see :func:`attention`.
     The input may be a jagged nested tensor ``(batch, ragged tokens, dim)`` (no mask then).
     """
+
+    component = "attention"  # what measuring code files this module under (see VisionModel.components)
 
     def __init__(
         self,
@@ -215,6 +307,8 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """Pre-norm MLP: ``fc2(gelu(fc1(norm(x))))`` with dropout after each linear layer's activation."""
 
+    component = "mlp"
+
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
@@ -235,11 +329,7 @@ class Block(nn.Module):
         self.attn = Attention(dim, heads, dim_head, dropout, out_bias=out_bias, qk_norm=qk_norm)
         self.ff = FeedForward(dim, mlp_dim, dropout)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, *, mask: torch.Tensor | None = None):
-        if return_attn:
-            a, attn = self.attn(x, return_attn=True, mask=mask)
-            x = x + a
-            return x + self.ff(x), attn
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.attn(x, mask=mask)
         return x + self.ff(x)
 
@@ -254,16 +344,10 @@ class Transformer(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, return_attn: bool = False, *, mask: torch.Tensor | None = None):
-        maps = []
+    def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
         for block in self.blocks:
-            if return_attn:
-                x, attn = block(x, return_attn=True, mask=mask)
-                maps.append(attn)
-            else:
-                x = block(x, mask=mask)
-        x = self.norm(x)
-        return (x, maps) if return_attn else x
+            x = block(x, mask=mask)
+        return self.norm(x)
 
 
 def patchify(img: torch.Tensor, patch_size: tuple[int, int]) -> torch.Tensor:
@@ -284,6 +368,8 @@ class PatchEmbedding(nn.Module):
     Checks its input: a batch of ``channels x image_size`` images, else ValueError.
     :meth:`project` embeds patches already cut (by :func:`patchify`), from images of any size.
     """
+
+    component = "patch embedding"
 
     def __init__(self, image_size, patch_size, channels: int, dim: int, owner: str = "model") -> None:
         super().__init__()
@@ -315,7 +401,7 @@ class PatchEmbedding(nn.Module):
         return self.norm_out(self.proj(self.norm_in(patches)))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        check_images(img, self.channels, self.image_size, self.owner)
+        check_images(img, self.channels, self.image_size, self.owner, self.norm_in.weight.dtype)
         return self.project(self.patchify(img))
 
 
@@ -341,6 +427,8 @@ class SinCosPosEmb2d(nn.Module):
     A buffer moves with ``.to(device)`` and never receives gradients; non-persistent keeps it out
     of checkpoints, since it is a function of the grid and ``dim`` alone.
     """
+
+    component = "positions + tokens"
 
     def __init__(self, grid: tuple[int, int], dim: int, temperature: float = 10000.0) -> None:
         super().__init__()

@@ -8,9 +8,7 @@ from __future__ import annotations
 import torch
 
 from .bench import count_parameters, flops_by_component, part_table
-from .models import CrossViT, LeViT, SimpleViT, ViT
-from .models.cross_vit import CROSSVIT_CONFIGS
-from .models.levit import LEVIT_CONFIGS
+from .models import SimpleViT, ViT, presets
 
 __all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "measure_config", "plot_against_base",
            "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
@@ -148,15 +146,13 @@ def sizing_explorer(base: dict, *, model_cls=SimpleViT, batch: int = 16, device:
     return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
 
 
-def meta_parts(model_cls, image_size: int, channels: int = 3, **config):
-    """:func:`vitlib.bench.part_table` of ``model_cls(image_size=..., **config)`` on the ``meta``
-    device (instant at any size): tokens, attention entries, FLOPs and parameters per part
-    (``model.named_stages()`` for LeViT, ``model.named_parts()`` for CrossViT)."""
+def meta_parts(preset: str, **overrides):
+    """:func:`vitlib.bench.part_table` of the preset ``preset`` (e.g. ``"LeViT-128S"``) with
+    ``overrides`` (e.g. ``image_size=448``), built on the ``meta`` device (instant at any size):
+    tokens, attention entries, FLOPs and parameters per part of ``model.parts()``."""
     with torch.device("meta"):
-        model = model_cls(image_size=image_size, channels=channels, **config).eval()
-    parts = model.named_stages() if hasattr(model, "named_stages") else model.named_parts()
-    x = torch.empty(1, channels, image_size, image_size, device="meta")
-    return part_table(model, x, parts)
+        model = presets.create(preset, **overrides).eval()
+    return part_table(model, model.example_input(1))
 
 
 def plot_parts(axes, df, title: str = "") -> None:
@@ -197,11 +193,11 @@ def levit_stage_explorer(image_size: int = 224, preset: str = "LeViT-128S"):
     style = {"description_width": "90px"}
     controls = {
         "image_size": w.IntSlider(value=image_size, min=64, max=512, step=32, description="image size", style=style),
-        "preset": w.Dropdown(options=list(LEVIT_CONFIGS), value=preset, description="model", style=style),
+        "preset": w.Dropdown(options=presets.names("levit"), value=preset, description="model", style=style),
     }
 
     def draw(image_size, preset):
-        df = meta_parts(LeViT, image_size, num_classes=1000, mlp_mult=2, **LEVIT_CONFIGS[preset])
+        df = meta_parts(preset, image_size=image_size)
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
         plot_parts(axes, df, f"{preset} at {image_size} px: {df['params'].sum() / 1e6:.1f}M parameters, "
                              f"{df['gflops'].sum():.2f} GFLOPs")
@@ -220,7 +216,7 @@ def crossvit_explorer(image_size: int = 240, preset: str = "CrossViT-S"):
     style = {"description_width": "90px"}
     controls = {
         "image_size": w.IntSlider(value=image_size, min=48, max=480, step=48, description="image size", style=style),
-        "preset": w.Dropdown(options=list(CROSSVIT_CONFIGS), value=preset, description="model", style=style),
+        "preset": w.Dropdown(options=presets.names("cross_vit"), value=preset, description="model", style=style),
         "sm_patch_size": w.Dropdown(options=[4, 6, 8, 12, 16], value=12, description="small patch", style=style),
         "lg_patch_size": w.Dropdown(options=[8, 12, 16, 24, 48], value=16, description="large patch", style=style),
     }
@@ -229,8 +225,7 @@ def crossvit_explorer(image_size: int = 240, preset: str = "CrossViT-S"):
         if image_size % sm_patch_size or image_size % lg_patch_size:
             print(f"image size {image_size} must be divisible by both patch sizes ({sm_patch_size}, {lg_patch_size})")
             return
-        config = {**CROSSVIT_CONFIGS[preset], "sm_patch_size": sm_patch_size, "lg_patch_size": lg_patch_size}
-        df = meta_parts(CrossViT, image_size, num_classes=1000, **config)
+        df = meta_parts(preset, image_size=image_size, sm_patch_size=sm_patch_size, lg_patch_size=lg_patch_size)
         fig, axes = plt.subplots(1, 2, figsize=(10, 2.6))
         plot_parts(axes, df, f"{preset} at {image_size} px, patches {sm_patch_size} and {lg_patch_size}: "
                              f"{df['params'].sum() / 1e6:.1f}M parameters, {df['gflops'].sum():.2f} GFLOPs")

@@ -1,4 +1,7 @@
-"""vitlib's models, one file per family. ``MODELS`` maps a short name to each class."""
+"""vitlib's models, one file per family. ``MODELS`` maps a short name to each class;
+:mod:`vitlib.models.presets` builds the papers' models by name."""
+from . import presets
+from .base import VisionModel
 from .cross_vit import CrossViT
 from .levit import LeViT
 from .na_vit import NaViT, NaViTNested
@@ -7,4 +10,4 @@ from .vit import ViT
 
 MODELS = {"vit": ViT, "simple_vit": SimpleViT, "levit": LeViT, "cross_vit": CrossViT}
 
-__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "MODELS"]
+__all__ = ["VisionModel", "ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "MODELS", "presets"]

@@ -1,8 +1,25 @@
-"""What the patch-token classifiers (ViT, SimpleViT, ...) share: checks, pooling, attention maps."""
+"""The contract every vitlib model family shares, and the checks their constructors use.
+
+Measuring, training and export code never asks "is this a LeViT?": it asks the model. Every family
+derives from :class:`VisionModel` and answers the same questions the same way:
+
+* ``config``: the constructor's keyword arguments, enough to rebuild the model (checkpoints);
+* ``image_size`` ``(height, width)``, ``channels``, ``num_classes``;
+* :meth:`~VisionModel.example_input`: a random input of the right shape, dtype and device;
+* :meth:`~VisionModel.parts`: the named pieces a chapter times or counts (they cover the model);
+* :meth:`~VisionModel.components`: which module or parameter is patch embedding, positions and
+  tokens, attention, MLP or head, for tables of parameters and FLOPs by component;
+* :meth:`~VisionModel.no_weight_decay`: the parameters that take no weight decay;
+* :meth:`~VisionModel.attention_maps`: every attention matrix of one forward pass, in eval mode.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from ..layers import check_images, record_attention
+
+__all__ = ["VisionModel", "PatchClassifier", "check_positive", "check_probability", "owner_of", "model_config"]
 
 
 def check_positive(**values: int) -> None:
@@ -13,20 +30,139 @@ def check_positive(**values: int) -> None:
 
 
 def check_probability(**values: float) -> None:
-    bad = {k: v for k, v in values.items() if not 0.0 <= float(v) < 1.0}
+    """Raise ValueError naming every value that is not a probability in [0, 1)."""
+    bad = {k: v for k, v in values.items()
+           if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) < 1.0}
     if bad:
         raise ValueError(f"expected probabilities in [0, 1); received {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
 
 
-class PatchClassifier(nn.Module):
-    """Base of the models that embed patches, run a :class:`~vitlib.layers.Transformer` and pool.
+def model_config(**kwargs) -> dict:
+    """A model's ``config``: its constructor's keyword arguments with lists turned into tuples, so
+    that a model rebuilt from a checkpoint (JSON has no tuples) has an equal config."""
+    def freeze(value):
+        return tuple(freeze(v) for v in value) if isinstance(value, (list, tuple)) else value
 
-    Subclasses set ``patch_embedding``, ``transformer``, ``head``, ``pool`` (``"cls"`` or ``"mean"``)
-    and ``config`` (the constructor's keyword arguments, enough to rebuild the model), and define
-    :meth:`embed` (patches to tokens with positions).
+    return {key: freeze(value) for key, value in kwargs.items()}
+
+
+def owner_of(name: str, names) -> str | None:
+    """The longest of ``names`` that is ``name`` itself or a dotted prefix of it (a module that
+    holds the parameter or submodule ``name``), or None."""
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        prefix = ".".join(parts[:i])
+        if prefix in names:
+            return prefix
+    return None
+
+
+class VisionModel(nn.Module):
+    """Base of every vitlib model: the questions measuring and training code asks a model.
+
+    Subclasses set ``config``, ``image_size`` (a ``(height, width)`` pair), ``channels`` and
+    ``num_classes`` in their constructor, and define :meth:`parts`. ``head_names`` lists the
+    attributes that classify. Any module (the model included) may declare, as class attributes
+    naming its own parameters, ``token_params`` (positions and learned tokens) and
+    ``no_decay_params`` (other parameters that take no weight decay, such as LeViT's attention
+    biases).
     """
 
     config: dict
+    image_size: tuple[int, int]
+    channels: int
+    num_classes: int
+    head_names: tuple[str, ...] = ("head",)
+
+    # ----- inputs ----------------------------------------------------------------------------
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating-point dtype of the model's first parameter (its inputs must match it)."""
+        p = next((p for p in self.parameters() if p.is_floating_point()), None)
+        return torch.float32 if p is None else p.dtype
+
+    @property
+    def device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return torch.device("cpu") if p is None else p.device
+
+    def example_input(self, batch: int = 1, device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> torch.Tensor:
+        """A random batch ``(batch, channels, height, width)`` the model accepts, on ``device``
+        (default: the model's) in ``dtype`` (default: the model's)."""
+        device = self.device if device is None else device
+        return torch.randn(batch, self.channels, *self.image_size, device=device, dtype=dtype or self.dtype)
+
+    def check_input(self, img: torch.Tensor) -> None:
+        """Raise ValueError naming what was expected when ``img`` is not a batch this model accepts."""
+        check_images(img, self.channels, self.image_size, type(self).__name__, self.dtype)
+
+    # ----- structure -------------------------------------------------------------------------
+
+    def parts(self) -> dict[str, list[str]]:  # pragma: no cover - every family defines it
+        """Named pieces of the model in forward order, each a list of qualified names of submodules
+        or parameters; together they hold every parameter, and no parameter lies in two parts."""
+        raise NotImplementedError
+
+    def components(self) -> dict[str, str]:
+        """Qualified names of modules and parameters mapped to the book's components:
+        ``"patch embedding"``, ``"positions + tokens"``, ``"attention"``, ``"mlp"`` and ``"head"``.
+        A name stands for everything inside it; whatever is not named is "other" (norms).
+        Modules say what they are through a ``component`` class attribute (the shared layers
+        do); the model adds its heads and its position and token parameters."""
+        out: dict[str, str] = {}
+        for name, mod in self.named_modules():
+            kind = getattr(mod, "component", None)
+            if name and kind is not None and owner_of(name, out) is None:
+                out[name] = kind
+        out.update({name: "positions + tokens" for name in self._declared("token_params")})
+        out.update({name: "head" for name in self.head_names if getattr(self, name, None) is not None})
+        return out
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters that take no weight decay: biases and norms' gains (fewer than
+        two dimensions), positions and learned tokens (the "positions + tokens" component) and
+        whatever a module names in ``no_decay_params`` (LeViT's attention biases, per-head norm
+        gains)."""
+        kinds = self.components()
+        tokens = {name for name, kind in kinds.items() if kind == "positions + tokens"}
+        declared = self._declared("no_decay_params")
+        return {name for name, p in self.named_parameters()
+                if p.ndim < 2 or name in declared or owner_of(name, tokens) is not None}
+
+    def _declared(self, attribute: str) -> set[str]:
+        """Qualified names of the parameters that modules list in ``attribute``."""
+        return {f"{prefix}.{p}" if prefix else p for prefix, mod in self.named_modules()
+                for p in getattr(mod, attribute, ()) if getattr(mod, p, None) is not None}
+
+    # ----- pictures --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def attention_maps(self, img, **forward_kwargs) -> list[torch.Tensor]:
+        """Every attention matrix of one forward pass, in order, each ``(batch, heads, queries,
+        keys)``. Runs in eval mode (no dropout) whatever mode the model is in, and restores it."""
+        was_training = self.training
+        self.eval()
+        try:
+            with record_attention(self, maps=True) as calls:
+                self(img, **forward_kwargs)
+        finally:
+            self.train(was_training)
+        return [call.map for call in calls]
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+
+
+class PatchClassifier(VisionModel):
+    """Base of the models that embed patches, run a :class:`~vitlib.layers.Transformer` and pool.
+
+    Subclasses set ``patch_embedding``, ``transformer``, ``head``, ``pool`` (``"cls"`` or
+    ``"mean"``) and the contract's attributes, and define :meth:`embed` (patches to tokens with
+    positions).
+    """
+
     pool: str
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
@@ -44,11 +180,6 @@ class PatchClassifier(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(img))
 
-    @torch.no_grad()
-    def attention_maps(self, img: torch.Tensor) -> list[torch.Tensor]:
-        """Per-layer attention matrices, each ``(b, heads, tokens, tokens)``, from the plain path."""
-        _, maps = self.transformer(self.embed(img), return_attn=True)
-        return maps
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+    def parts(self) -> dict[str, list[str]]:
+        embedding = ["patch_embedding", *getattr(self, "token_params", ()), "pos_embedding"]
+        return {"patch embedding": list(dict.fromkeys(embedding)), "transformer": ["transformer"], "head": ["head"]}

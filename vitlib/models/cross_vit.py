@@ -19,40 +19,15 @@ import torch
 from torch import nn
 
 from ..layers import Attention, PatchEmbedding, Transformer, pair
-from .base import check_positive, check_probability
+from .base import VisionModel, check_positive, check_probability, model_config
 
-__all__ = ["CrossViT", "CROSSVIT_CONFIGS", "CROSSVIT_PAPER_FIGURES", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer"]
-
-
-def _paper_config(sm_dim: int, lg_dim: int, heads: int, lg_depth: int, mlp_ratio: int) -> dict:
-    return dict(sm_dim=sm_dim, lg_dim=lg_dim, sm_patch_size=12, lg_patch_size=16, sm_enc_depth=1, lg_enc_depth=lg_depth,
-                sm_enc_heads=heads, lg_enc_heads=heads, sm_enc_dim_head=sm_dim // heads, lg_enc_dim_head=lg_dim // heads,
-                sm_enc_mlp_dim=mlp_ratio * sm_dim, lg_enc_mlp_dim=mlp_ratio * lg_dim, cross_attn_depth=1,
-                cross_attn_heads=heads, cross_attn_dim_head=lg_dim // heads, depth=3)
-
-
-# The paper's ImageNet models (Table 2) in vit-pytorch's keyword names, for image_size=240. The paper
-# feeds the large-patch branch a 224-pixel copy (196 tokens) where this layout cuts the same 240-pixel
-# image (225 tokens), and sizes each cross-attention for its target branch where vit-pytorch uses one
-# head size; parameter and FLOP counts therefore differ slightly from the paper's
-# (:data:`CROSSVIT_PAPER_FIGURES`).
-CROSSVIT_CONFIGS: dict[str, dict] = {
-    "CrossViT-Ti": _paper_config(96, 192, 3, 4, 4),
-    "CrossViT-S": _paper_config(192, 384, 6, 4, 4),
-    "CrossViT-B": _paper_config(384, 768, 12, 4, 4),
-    "CrossViT-9": _paper_config(128, 256, 4, 3, 3),
-    "CrossViT-15": _paper_config(192, 384, 6, 5, 3),
-    "CrossViT-18": _paper_config(224, 448, 7, 6, 3),
-}
-# Parameters (millions) and multiply-adds (billions) as the paper reports them.
-CROSSVIT_PAPER_FIGURES: dict[str, tuple[float, float]] = {
-    "CrossViT-Ti": (6.9, 1.6), "CrossViT-S": (26.7, 5.6), "CrossViT-B": (104.7, 21.2), "CrossViT-9": (8.6, 1.8),
-    "CrossViT-15": (27.4, 5.8), "CrossViT-18": (43.3, 9.0),
-}
+__all__ = ["CrossViT", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer"]
 
 
 class ClassTokenEmbedding(nn.Module):
     """Patches to tokens, a class token prepended, learned positions added, then dropout."""
+
+    token_params = ("cls_token", "pos_embedding")
 
     def __init__(self, image_size, patch_size, channels: int, dim: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -75,6 +50,8 @@ class CrossBlock(nn.Module):
     back (``project_out``). The caller adds the residual.
     """
 
+    component = "attention"  # the projections in and out belong to the cross-attention
+
     def __init__(self, dim: int, context_dim: int, heads: int, dim_head: int, dropout: float = 0.0) -> None:
         super().__init__()
         same = dim == context_dim
@@ -82,12 +59,8 @@ class CrossBlock(nn.Module):
         self.attn = Attention(context_dim, heads, dim_head, dropout)
         self.project_out = nn.Identity() if same else nn.Linear(context_dim, dim)
 
-    def forward(self, cls: torch.Tensor, context: torch.Tensor, return_attn: bool = False):
-        out = self.attn(self.project_in(cls), return_attn, context=context, kv_include_self=True)
-        if return_attn:
-            out, attn = out
-            return self.project_out(out), attn
-        return self.project_out(out)
+    def forward(self, cls: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        return self.project_out(self.attn(self.project_in(cls), context=context, kv_include_self=True))
 
 
 class MultiScaleLayer(nn.Module):
@@ -118,13 +91,15 @@ def _head(dim: int, num_classes: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict(norm=nn.LayerNorm(dim), fc=nn.Linear(dim, num_classes)))
 
 
-class CrossViT(nn.Module):
+class CrossViT(VisionModel):
     """CrossViT with vit-pytorch's keyword names.
 
     ``image_size`` (an int or ``(height, width)``) must be divisible by both ``sm_patch_size`` and
     ``lg_patch_size``; the model accepts only images of exactly that size. Returns the sum of the
-    two branches' logits.
+    two branches' logits. The paper's models by name: :func:`vitlib.models.presets.create`.
     """
+
+    head_names = ("sm_head", "lg_head")
 
     def __init__(
         self,
@@ -167,7 +142,7 @@ class CrossViT(nn.Module):
                     f"image_size {ih}x{iw} must be divisible by {name} {ph}x{pw}; "
                     f"received remainders {ih % ph} (height) and {iw % pw} (width)"
                 )
-        self.config = dict(
+        self.config = model_config(
             image_size=image_size, num_classes=num_classes, sm_dim=sm_dim, lg_dim=lg_dim, sm_patch_size=sm_patch_size,
             sm_enc_depth=sm_enc_depth, sm_enc_heads=sm_enc_heads, sm_enc_mlp_dim=sm_enc_mlp_dim,
             sm_enc_dim_head=sm_enc_dim_head, lg_patch_size=lg_patch_size, lg_enc_depth=lg_enc_depth,
@@ -176,6 +151,7 @@ class CrossViT(nn.Module):
             cross_attn_dim_head=cross_attn_dim_head, depth=depth, dropout=dropout, emb_dropout=emb_dropout,
             channels=channels,
         )
+        self.channels, self.num_classes = channels, num_classes
         self.sm_embedding = ClassTokenEmbedding(image_size, sm_patch_size, channels, sm_dim, emb_dropout)
         self.lg_embedding = ClassTokenEmbedding(image_size, lg_patch_size, channels, lg_dim, emb_dropout)
         sm_enc = dict(depth=sm_enc_depth, heads=sm_enc_heads, mlp_dim=sm_enc_mlp_dim, dim_head=sm_enc_dim_head)
@@ -201,14 +177,14 @@ class CrossViT(nn.Module):
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(img))
 
-    def named_parts(self) -> dict[str, list[nn.Module]]:
+    def parts(self) -> dict[str, list[str]]:
         """The small-patch branch (embedding, encoders, head), the large-patch branch, and the
-        class-token cross-attention between them (for :func:`vitlib.bench.part_table`)."""
+        class-token cross-attention between them."""
+        layers = range(len(self.layers))
+        cross = self.config["cross_attn_depth"]
         return {
-            "small-patch branch": [self.sm_embedding, *(layer.sm_encoder for layer in self.layers), self.sm_head],
-            "large-patch branch": [self.lg_embedding, *(layer.lg_encoder for layer in self.layers), self.lg_head],
-            "cross-attention": [block for layer in self.layers for block in (*layer.sm_attend_lg, *layer.lg_attend_sm)],
+            "small-patch branch": ["sm_embedding", *(f"layers.{i}.sm_encoder" for i in layers), "sm_head"],
+            "large-patch branch": ["lg_embedding", *(f"layers.{i}.lg_encoder" for i in layers), "lg_head"],
+            "cross-attention": [f"layers.{i}.{side}.{j}" for i in layers for side in ("sm_attend_lg", "lg_attend_sm")
+                                for j in range(cross)],
         }
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())

@@ -17,9 +17,12 @@ The keyword names are vit-pytorch's, and the layout follows its modules so that 
 onto these key by key (:func:`vitlib.convert.from_vit_pytorch`). vit-pytorch's stem has no
 nonlinearity or BatchNorm between its convolutions, so it collapses into one affine map;
 ``stem_activation=False`` reproduces that stem for conversion, the default follows the paper.
+The stem's widths are the paper's, ``D/8, D/4, D/2`` for a first stage of width ``D`` (timm's
+too); vit-pytorch fixes them at 32, 64, 128, which for LeViT-128S (``D = 128``) quadruples the
+first convolutions' output channels; ``stem_widths=(32, 64, 128)`` builds that stem.
 Kept from vit-pytorch (and so unlike the paper): GELU rather than Hardswish before the attention's
-output projection, no BatchNorm in the MLP, fixed stem widths 32, 64, 128, and the attention
-value size ``dim_value`` is the same in every layer.
+output projection, no BatchNorm in the MLP, and the attention value size ``dim_value`` is the same
+in every layer. The paper's models by name: :func:`vitlib.models.presets.create`.
 """
 from __future__ import annotations
 
@@ -29,30 +32,20 @@ import torch
 from torch import nn
 
 from ..fuse import fuse_batchnorm
-from ..layers import attention, check_images, pair
-from .base import check_positive, check_probability
+from ..layers import attention, pair
+from .base import VisionModel, check_positive, check_probability, model_config
 
-__all__ = ["LeViT", "LEVIT_CONFIGS", "LEVIT_PAPER_FIGURES", "LeViTAttention", "LeViTFeedForward", "LeViTBlock", "LeViTStage", "relative_offset_indices"]
+__all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTBlock", "LeViTStage", "relative_offset_indices",
+           "paper_stem_widths", "VIT_PYTORCH_STEM_WIDTHS"]
 
-STEM_WIDTHS = (32, 64, 128)
-
-# The paper's ImageNet models (Table 1) in vit-pytorch's keyword names: widths, depths and heads per
-# stage, key size, and value size 2 * key size as in the paper's blocks. The paper also gives the
-# shrinking attention other head counts and value sizes than this layout (vit-pytorch's) does, so the
-# parameter counts here differ somewhat from the paper's (:data:`LEVIT_PAPER_FIGURES`).
-LEVIT_CONFIGS: dict[str, dict] = {
-    "LeViT-128S": dict(dim=(128, 256, 384), depth=(2, 3, 4), heads=(4, 6, 8), dim_key=16, dim_value=32),
-    "LeViT-128": dict(dim=(128, 256, 384), depth=(4, 4, 4), heads=(4, 8, 12), dim_key=16, dim_value=32),
-    "LeViT-192": dict(dim=(192, 288, 384), depth=(4, 4, 4), heads=(3, 5, 6), dim_key=32, dim_value=64),
-    "LeViT-256": dict(dim=(256, 384, 512), depth=(4, 4, 4), heads=(4, 6, 8), dim_key=32, dim_value=64),
-    "LeViT-384": dict(dim=(384, 512, 768), depth=(4, 4, 4), heads=(6, 9, 12), dim_key=32, dim_value=64),
-}
-# Parameters (millions) and multiply-adds (millions) at 224 px as the paper reports them (Table 3).
-LEVIT_PAPER_FIGURES: dict[str, tuple[float, int]] = {
-    "LeViT-128S": (7.8, 305), "LeViT-128": (9.2, 406), "LeViT-192": (11.0, 658), "LeViT-256": (18.9, 1120),
-    "LeViT-384": (39.1, 2353),
-}
+#: vit-pytorch's fixed stem widths, for converting its checkpoints.
+VIT_PYTORCH_STEM_WIDTHS = (32, 64, 128)
 STEM_STRIDE = 16  # four stride-2 convolutions
+
+
+def paper_stem_widths(dim: int) -> tuple[int, int, int]:
+    """The paper's stem widths for a first stage of width ``dim``: ``dim/8, dim/4, dim/2``."""
+    return (max(1, dim // 8), max(1, dim // 4), max(1, dim // 2))
 
 
 def relative_offset_indices(size: tuple[int, int], stride: int = 1) -> torch.Tensor:
@@ -84,6 +77,9 @@ class LeViTAttention(nn.Module):
     a ``(heads, height * width)`` parameter indexed by ``attention_bias_idxs`` (see
     :func:`relative_offset_indices`). ``fused`` selects SDPA (default) or the plain path.
     """
+
+    component = "attention"
+    no_decay_params = ("attention_biases",)  # one bias per head and offset: a position table
 
     def __init__(
         self,
@@ -136,6 +132,8 @@ class LeViTAttention(nn.Module):
 
 class LeViTFeedForward(nn.Module):
     """``fc2(hardswish(fc1(x)))`` with 1x1 convolutions, hidden width ``dim * mult``."""
+
+    component = "mlp"
 
     def __init__(self, dim: int, mult: int, dropout: float = 0.0) -> None:
         super().__init__()
@@ -193,7 +191,7 @@ def _per_stage(value, stages: int, name: str) -> tuple[int, ...]:
     )
 
 
-class LeViT(nn.Module):
+class LeViT(VisionModel):
     """LeViT with vit-pytorch's keyword names.
 
     ``dim``, ``depth`` and ``heads`` take an int (the same for every stage) or one value per stage.
@@ -201,8 +199,11 @@ class LeViT(nn.Module):
     model accepts only images of exactly that size. With ``num_distill_classes`` the forward pass
     returns ``(logits, distill_logits)``, the second from a distillation head trained against a
     teacher's predictions (DeiT-style); otherwise just the logits. ``stem_activation=False`` builds
-    vit-pytorch's stem (four biased convolutions, nothing between them), see the module docstring.
+    vit-pytorch's stem (four biased convolutions, nothing between them); ``stem_widths`` the three
+    inner widths of the stem (default: the paper's, see the module docstring).
     """
+
+    head_names = ("head", "distill_head")
 
     def __init__(
         self,
@@ -219,6 +220,7 @@ class LeViT(nn.Module):
         dropout: float = 0.0,
         num_distill_classes: int | None = None,
         stem_activation: bool = True,
+        stem_widths: tuple[int, int, int] | None = None,
         channels: int = 3,
     ) -> None:
         super().__init__()
@@ -232,6 +234,11 @@ class LeViT(nn.Module):
         stage_heads = _per_stage(heads, stages, "heads")
         for name, values in (("dim", dims), ("depth", depths), ("heads", stage_heads)):
             check_positive(**{f"{name}[{i}]": v for i, v in enumerate(values)})
+        if stem_widths is not None:
+            if not isinstance(stem_widths, (tuple, list)) or len(stem_widths) != 3:
+                raise ValueError(f"stem_widths must be three ints (the stem's inner widths); received {stem_widths!r}")
+            check_positive(**{f"stem_widths[{i}]": v for i, v in enumerate(stem_widths)})
+            stem_widths = tuple(stem_widths)
         self.image_size = pair(image_size, "image_size")
         ih, iw = self.image_size
         if ih % STEM_STRIDE or iw % STEM_STRIDE:
@@ -239,12 +246,13 @@ class LeViT(nn.Module):
                 f"LeViT's convolutional stem reduces the image 16 times, so image_size must be divisible by 16; "
                 f"received {ih}x{iw} (remainders {ih % STEM_STRIDE} and {iw % STEM_STRIDE})"
             )
-        self.config = dict(image_size=image_size, num_classes=num_classes, dim=dim, depth=depth, heads=heads,
+        self.config = model_config(image_size=image_size, num_classes=num_classes, dim=dim, depth=depth, heads=heads,
                            mlp_mult=mlp_mult, stages=stages, dim_key=dim_key, dim_value=dim_value, dropout=dropout,
                            num_distill_classes=num_distill_classes, stem_activation=stem_activation,
-                           channels=channels)
-        self.channels = channels
-        self.stem = self._stem(channels, dims[0], stem_activation)
+                           stem_widths=stem_widths, channels=channels)
+        self.channels, self.num_classes = channels, num_classes
+        self.stem_widths = stem_widths or paper_stem_widths(dims[0])
+        self.stem = self._stem(channels, self.stem_widths, dims[0], stem_activation)
 
         fmap = (ih // STEM_STRIDE, iw // STEM_STRIDE)
         layers = []
@@ -259,8 +267,8 @@ class LeViT(nn.Module):
         self.distill_head = nn.Linear(dims[-1], num_distill_classes) if num_distill_classes is not None else None
 
     @staticmethod
-    def _stem(channels: int, dim: int, activation: bool) -> nn.Sequential:
-        widths = (channels, *STEM_WIDTHS, dim)
+    def _stem(channels: int, inner: tuple[int, int, int], dim: int, activation: bool) -> nn.Sequential:
+        widths = (channels, *inner, dim)
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(widths, widths[1:])):
             layers.append(nn.Conv2d(a, b, 3, stride=2, padding=1, bias=not activation))
@@ -272,7 +280,7 @@ class LeViT(nn.Module):
 
     def forward_features(self, img: torch.Tensor) -> torch.Tensor:
         """Images ``(b, c, H, W)`` to the last stage's feature map ``(b, dim, h, w)``."""
-        check_images(img, self.channels, self.image_size, "LeViT")
+        self.check_input(img)
         return self.backbone(self.stem(img))
 
     def forward_head(self, fmap: torch.Tensor):
@@ -285,24 +293,24 @@ class LeViT(nn.Module):
     def forward(self, img: torch.Tensor):
         return self.forward_head(self.forward_features(img))
 
-    def named_stages(self) -> dict[str, nn.Module]:
-        """The stem, each stage, each shrinking attention between stages and the head, in order
-        (for :func:`vitlib.bench.part_table`)."""
-        out: dict[str, nn.Module] = {"stem": self.stem}
+    def parts(self) -> dict[str, list[str]]:
+        """The stem, each stage, each shrinking attention between stages and the head(s), in order."""
+        out = {"stem": ["stem"]}
         stage = 1
-        for part in self.backbone:
+        for i, part in enumerate(self.backbone):
             if part.blocks[0].attn.stride == 2:
-                out[f"shrink {stage}->{stage + 1}"] = part
+                out[f"shrink {stage}->{stage + 1}"] = [f"backbone.{i}"]
                 stage += 1
             else:
-                out[f"stage {stage}"] = part
-        out["head"] = self.head
+                out[f"stage {stage}"] = [f"backbone.{i}"]
+        out["head"] = [name for name in self.head_names if getattr(self, name) is not None]
         return out
+
+    def components(self) -> dict[str, str]:
+        """As every model's, with the convolutional stem as LeViT's patch embedding."""
+        return {"stem": "patch embedding", **super().components()}
 
     def fuse(self) -> "LeViT":
         """A copy for inference with every BatchNorm folded into the convolution before it
         (see :func:`vitlib.fuse.fuse_batchnorm`); the model must be in eval mode."""
         return fuse_batchnorm(self)
-
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 
 from ..layers import Attention, PatchEmbedding, Transformer, pair, patchify
-from .base import check_positive, check_probability
+from .base import VisionModel, check_positive, check_probability, model_config
 
 __all__ = [
     "NaViT",
@@ -293,6 +293,8 @@ class FactorisedPosEmb2d(nn.Module):
     ``(row, col)``, so one table of ``rows + cols`` vectors covers every grid up to
     ``rows x cols``."""
 
+    component = "positions + tokens"
+
     def __init__(self, grid: tuple[int, int], dim: int) -> None:
         super().__init__()
         self.height = nn.Parameter(torch.randn(grid[0], dim) * 0.02)
@@ -302,7 +304,7 @@ class FactorisedPosEmb2d(nn.Module):
         return self.height[rows] + self.width[cols]
 
 
-class NaViT(nn.Module):
+class NaViT(VisionModel):
     """NaViT with vit-pytorch's keyword names: images of any size up to ``image_size``, packed.
 
     ``forward(batched_images, group_images=False, group_max_seq_len=2048)`` takes a list of
@@ -322,6 +324,8 @@ class NaViT(nn.Module):
     ``qk_rmsnorm=False`` removes the query-key normalisation (an option of vit-pytorch's nested
     NaViT).
     """
+
+    token_params = ("attn_pool_queries",)
 
     def __init__(
         self,
@@ -350,14 +354,14 @@ class NaViT(nn.Module):
                                  f"(height, width) -> probability; received {token_dropout_prob!r}")
             check_probability(token_dropout_prob=token_dropout_prob)
             token_dropout_prob = float(token_dropout_prob)
-        self.config = dict(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
+        self.config = model_config(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
                            depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head,
                            dropout=dropout, emb_dropout=emb_dropout, token_dropout_prob=token_dropout_prob,
                            qk_rmsnorm=qk_rmsnorm)
         self.token_dropout_prob = token_dropout_prob
         self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner=type(self).__name__)
         self.patch_size = self.patch_embedding.patch_size
-        self.channels = channels
+        self.image_size, self.channels, self.num_classes = self.patch_embedding.image_size, channels, num_classes
         self.pos_embedding = FactorisedPosEmb2d(self.patch_embedding.grid, dim)
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, out_bias=False,
@@ -367,8 +371,27 @@ class NaViT(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes, bias=False)
 
-    def extra_repr(self) -> str:
-        return ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+    def example_input(self, batch: int = 1, device: torch.device | str | None = None,
+                      dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+        """A list of ``batch`` random images of mixed sizes the model accepts: in turn the full
+        ``image_size``, half its height, half its width and a quarter of both (whole patches)."""
+        (mh, mw), (ph, pw) = self.image_size, self.patch_size
+        sizes = [(mh, mw), (max(ph, mh // 2 // ph * ph), mw), (mh, max(pw, mw // 2 // pw * pw)),
+                 (max(ph, mh // 4 // ph * ph), max(pw, mw // 4 // pw * pw))]
+        device = self.device if device is None else device
+        return [torch.randn(self.channels, *sizes[i % len(sizes)], device=device, dtype=dtype or self.dtype)
+                for i in range(batch)]
+
+    def check_input(self, images) -> None:
+        """Raise ValueError naming what was expected when ``images`` is not a list of images (or
+        of lists of images) that this model accepts."""
+        flat, _ = self._flatten(images)
+        for i, img in enumerate(flat):
+            self._grid(img, i)
+
+    def parts(self) -> dict[str, list[str]]:
+        return {"patch embedding": ["patch_embedding", "pos_embedding"], "transformer": ["transformer"],
+                "attention pooling": ["attn_pool_queries", "attn_pool"], "head": ["norm", "head"]}
 
     # ----- host side: checks and plan --------------------------------------------------------
 
@@ -420,6 +443,9 @@ class NaViT(nn.Module):
                              f"of shape {tuple(img.shape)} at index {index}{hint}")
         if not img.is_floating_point():
             raise ValueError(f"{name} expects float images; received dtype {img.dtype} at index {index}")
+        if img.dtype != self.dtype and not torch.is_autocast_enabled(img.device.type):
+            raise ValueError(f"{name} holds {self.dtype} weights and expects {self.dtype} images; received dtype "
+                             f"{img.dtype} at index {index} (convert with img.to({self.dtype}))")
         if img.shape[0] != c:
             raise ValueError(f"{name} expects {c} channels, i.e. images of shape ({c}, height, width); received "
                              f"{img.shape[0]} channels (shape {tuple(img.shape)}) at index {index}")
@@ -495,7 +521,7 @@ class NaViT(nn.Module):
         q = plan.empty_queries.shape[1]
         slots = torch.arange(q, device=ids.device)
         pool_mask = (slots[None, :, None] == ids[:, None, :]) | plan.empty_queries[:, :, None]
-        queries = self.attn_pool_queries.expand(g, q, -1)
+        queries = self.attn_pool_queries.repeat(g, q, 1)  # a copy: a view of a parameter under no_grad confuses hooks
         pooled = self.attn_pool(queries, context=x, mask=pool_mask[:, None]) + queries
         return self.head(self.norm(pooled.reshape(g * q, -1)[plan.out_index]))
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..layers import PatchEmbedding, SinCosPosEmb2d, Transformer
-from .base import PatchClassifier, check_positive
+from .base import PatchClassifier, check_positive, model_config
 
 
 class SimpleViT(PatchClassifier):
@@ -32,10 +32,11 @@ class SimpleViT(PatchClassifier):
         super().__init__()
         check_positive(num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
                        channels=channels, dim_head=dim_head)
-        self.config = dict(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
+        self.config = model_config(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
                            depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head)
         self.pool = "mean"
         self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner="SimpleViT")
+        self.image_size, self.channels, self.num_classes = self.patch_embedding.image_size, channels, num_classes
         self.pos_embedding = SinCosPosEmb2d(self.patch_embedding.grid, dim)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False)
         self.head = nn.Linear(dim, num_classes)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..layers import PatchEmbedding, Transformer
-from .base import PatchClassifier, check_positive, check_probability
+from .base import PatchClassifier, check_positive, check_probability, model_config
 
 
 class ViT(PatchClassifier):
@@ -15,6 +15,8 @@ class ViT(PatchClassifier):
     token) averages the patch tokens. ``image_size`` and ``patch_size`` take an int or a
     ``(height, width)`` pair. The model accepts only images of exactly ``image_size``.
     """
+
+    token_params = ("cls_token", "pos_embedding")
 
     def __init__(
         self,
@@ -38,11 +40,12 @@ class ViT(PatchClassifier):
         check_positive(num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
                        channels=channels, dim_head=dim_head)
         check_probability(dropout=dropout, emb_dropout=emb_dropout)
-        self.config = dict(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
+        self.config = model_config(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
                            depth=depth, heads=heads, mlp_dim=mlp_dim, pool=pool, channels=channels,
                            dim_head=dim_head, dropout=dropout, emb_dropout=emb_dropout)
         self.pool = pool
         self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner="ViT")
+        self.image_size, self.channels, self.num_classes = self.patch_embedding.image_size, channels, num_classes
         num_cls = 1 if pool == "cls" else 0
         self.cls_token = nn.Parameter(torch.randn(num_cls, dim) * 0.02)
         self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + num_cls, dim) * 0.02)

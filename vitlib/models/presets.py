@@ -1,0 +1,113 @@
+"""Models by name: the configurations of the papers, with the papers' own figures beside them.
+
+``create("ViT-B/16")`` builds ViT-Base with 16-pixel patches at 224 px for 1,000 classes;
+``create("levit-128s", num_classes=10)`` overrides any keyword. Names are case-insensitive.
+Configurations use vit-pytorch's keyword names. Each :class:`Preset` carries the parameters
+(millions), multiply-adds (billions, at its image size) and ImageNet-1k top-1 accuracy that its
+paper reports, where the paper reports them, so that chapters can print them beside what they
+count; ``source`` says where each figure comes from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+from torch import nn
+
+__all__ = ["Preset", "PRESETS", "get", "create", "config", "names"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named configuration of one model family (``family`` is a key of
+    :data:`vitlib.models.MODELS`) and what its paper reports about it."""
+
+    name: str
+    family: str
+    config: Mapping = field(repr=False)
+    paper_params_m: float | None = None
+    paper_gmacs: float | None = None
+    paper_top1: float | None = None
+    source: str = ""
+
+    def create(self, **overrides) -> nn.Module:
+        """Build the model; ``overrides`` replace keywords of the configuration."""
+        from . import MODELS
+
+        return MODELS[self.family](**{**self.config, **overrides})
+
+
+def _vit(dim: int, depth: int, heads: int, patch: int = 16, image: int = 224) -> dict:
+    return dict(image_size=image, patch_size=patch, num_classes=1000, dim=dim, depth=depth, heads=heads,
+                dim_head=dim // heads, mlp_dim=4 * dim)
+
+
+def _levit(dim, depth, heads, dim_key) -> dict:
+    # value size 2 * key size as in the paper's blocks; MLP ratio 2
+    return dict(image_size=224, num_classes=1000, dim=dim, depth=depth, heads=heads, mlp_mult=2, dim_key=dim_key,
+                dim_value=2 * dim_key)
+
+
+def _crossvit(sm_dim: int, lg_dim: int, heads: int, lg_depth: int, mlp_ratio: int) -> dict:
+    # Both branches see the same 240-pixel image here (vit-pytorch's layout), where the paper feeds the
+    # large-patch branch a 224-pixel copy; and one head size serves both cross-attentions. Counts
+    # therefore differ slightly from the paper's.
+    return dict(image_size=240, num_classes=1000, sm_dim=sm_dim, lg_dim=lg_dim, sm_patch_size=12, lg_patch_size=16,
+                sm_enc_depth=1, lg_enc_depth=lg_depth, sm_enc_heads=heads, lg_enc_heads=heads,
+                sm_enc_dim_head=sm_dim // heads, lg_enc_dim_head=lg_dim // heads, sm_enc_mlp_dim=mlp_ratio * sm_dim,
+                lg_enc_mlp_dim=mlp_ratio * lg_dim, cross_attn_depth=1, cross_attn_heads=heads,
+                cross_attn_dim_head=lg_dim // heads, depth=3, dropout=0.0, emb_dropout=0.0)
+
+
+_VIT_SRC = ("parameters: ViT (Dosovitskiy et al., 2021) Table 1 for Base and Large, DeiT (Touvron et al., 2021) "
+            "Table 1 for Tiny and Small; multiply-adds and top-1 (ImageNet-1k only): DeiT")
+_LEVIT_SRC = "LeViT (Graham et al., 2021), Table 3 (top-1 with distillation, 1000 epochs)"
+_CROSSVIT_SRC = "CrossViT (Chen et al., 2021), Table 3"
+_SIMPLE_SRC = "Better plain ViT baselines (Beyer et al., 2022): the ViT-S/16 configuration; no size figures given"
+
+_TABLE = [
+    Preset("ViT-Ti/16", "vit", _vit(192, 12, 3), 5.0, 1.3, 72.2, _VIT_SRC),
+    Preset("ViT-S/16", "vit", _vit(384, 12, 6), 22.0, 4.6, 79.8, _VIT_SRC),
+    Preset("ViT-B/16", "vit", _vit(768, 12, 12), 86.0, 17.6, 81.8, _VIT_SRC),
+    Preset("ViT-L/16", "vit", _vit(1024, 24, 16), 307.0, None, None, _VIT_SRC),
+    Preset("SimpleViT-S/16", "simple_vit", _vit(384, 12, 6), None, None, None, _SIMPLE_SRC),
+    Preset("LeViT-128S", "levit", _levit((128, 256, 384), (2, 3, 4), (4, 6, 8), 16), 7.8, 0.305, 76.6, _LEVIT_SRC),
+    Preset("LeViT-128", "levit", _levit((128, 256, 384), (4, 4, 4), (4, 8, 12), 16), 9.2, 0.406, 78.6, _LEVIT_SRC),
+    Preset("LeViT-192", "levit", _levit((192, 288, 384), (4, 4, 4), (3, 5, 6), 32), 11.0, 0.658, 80.0, _LEVIT_SRC),
+    Preset("LeViT-256", "levit", _levit((256, 384, 512), (4, 4, 4), (4, 6, 8), 32), 18.9, 1.120, 81.6, _LEVIT_SRC),
+    Preset("LeViT-384", "levit", _levit((384, 512, 768), (4, 4, 4), (6, 9, 12), 32), 39.1, 2.353, 82.6, _LEVIT_SRC),
+    Preset("CrossViT-Ti", "cross_vit", _crossvit(96, 192, 3, 4, 4), 6.9, 1.6, 73.4, _CROSSVIT_SRC),
+    Preset("CrossViT-S", "cross_vit", _crossvit(192, 384, 6, 4, 4), 26.7, 5.6, 81.0, _CROSSVIT_SRC),
+    Preset("CrossViT-B", "cross_vit", _crossvit(384, 768, 12, 4, 4), 104.7, 21.2, 82.2, _CROSSVIT_SRC),
+    Preset("CrossViT-9", "cross_vit", _crossvit(128, 256, 4, 3, 3), 8.6, 1.8, 77.1, _CROSSVIT_SRC),
+    Preset("CrossViT-15", "cross_vit", _crossvit(192, 384, 6, 5, 3), 27.4, 5.8, 81.5, _CROSSVIT_SRC),
+    Preset("CrossViT-18", "cross_vit", _crossvit(224, 448, 7, 6, 3), 43.3, 9.0, 82.5, _CROSSVIT_SRC),
+]
+
+#: Every preset by its canonical name (e.g. ``"ViT-B/16"``), in table order.
+PRESETS: Mapping[str, Preset] = MappingProxyType({p.name: p for p in _TABLE})
+_BY_KEY = {p.name.lower(): p for p in _TABLE}
+
+
+def get(name: str) -> Preset:
+    """The :class:`Preset` called ``name`` (case-insensitive); a ValueError lists the names."""
+    preset = _BY_KEY.get(str(name).strip().lower())
+    if preset is None:
+        raise ValueError(f"no preset named {name!r}; expected one of {list(PRESETS)}")
+    return preset
+
+
+def config(name: str, **overrides) -> dict:
+    """A copy of the preset's keyword arguments with ``overrides`` applied."""
+    return {**get(name).config, **overrides}
+
+
+def create(name: str, **overrides) -> nn.Module:
+    """Build the preset ``name`` (e.g. ``"vit-b/16"``), with ``overrides`` replacing keywords."""
+    return get(name).create(**overrides)
+
+
+def names(family: str | None = None) -> list[str]:
+    """Canonical names of all presets, or of one family's (``"vit"``, ``"levit"``, ...)."""
+    return [p.name for p in _TABLE if family is None or p.family == family]
