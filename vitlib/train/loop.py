@@ -119,8 +119,8 @@ def resolve_device(device: torch.device | str | None, model: nn.Module | None = 
             raise ValueError(f"device {str(device)!r} was requested, but CUDA is not available on this machine "
                              f"({why}); available: {', '.join(_available_devices())}")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r} was requested, but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s); available: {', '.join(_available_devices())}")
+            raise ValueError(f"device {str(device)!r} was requested, but this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s); available: {', '.join(_available_devices())}")
     elif dev.type == "mps" and "mps" not in _available_devices():
         raise ValueError(f"device {str(device)!r} was requested, but MPS is not available on this machine; "
                          f"available: {', '.join(_available_devices())}")
@@ -333,7 +333,8 @@ def fit(
     if loss_fn is None:
         loss_fn = CrossEntropy(label_smoothing, forward_kwargs)
     elif not callable(loss_fn):
-        raise TypeError(f"loss_fn must be a callable (model, batch) -> (loss, logits); received {type(loss_fn).__name__}")
+        raise TypeError("loss_fn must be a callable (model, batch) -> (loss, logits); received "
+                        f"{type(loss_fn).__name__}")
     model.to(device)
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)  # e.g. a teacher's weights; its mode is the loss's own business
