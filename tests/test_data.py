@@ -1,4 +1,5 @@
 import pickle
+import re
 import socket
 import tarfile
 import time
@@ -114,6 +115,61 @@ def test_image_folder(tmp_path):
     assert split.train[0][0].shape == (3, 16, 16)
     with pytest.raises(FileNotFoundError, match="one sub-directory per class"):
         image_folder(tmp_path / "nope")
+
+
+def _image_classes(root, n=5, broken=()):
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for cls in ("cats", "dogs"):
+        (root / cls).mkdir()
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(root / cls / f"{i}.png")
+    good = (root / "cats" / "0.png").read_bytes()
+    for name in broken:  # one truncated PNG, one that is not an image at all
+        path = root / "dogs" / name
+        path.write_bytes(good[: len(good) // 2] if name.startswith("half") else b"not an image")
+    return root
+
+
+def test_image_folder_names_unreadable_images_when_built(tmp_path):
+    root = _image_classes(tmp_path, broken=("half.png", "junk.png"))
+    with pytest.raises(ValueError, match=r"2 of 12 images .* cannot be read: .*dogs/half\.png .*dogs/junk\.png"):
+        image_folder(root, image_size=16)
+    with pytest.warns(UserWarning, match=r"leaving out 2 unreadable image\(s\).*half\.png.*junk\.png"):
+        split = image_folder(root, image_size=16, skip_unreadable=True)
+    assert len(split.train) + len(split.test) == 10
+    assert all(split.train[i][0].shape == (3, 16, 16) for i in range(len(split.train)))  # every image loads
+    assert vdata.unreadable_images([root / "cats" / "0.png"]) == {}
+
+
+def test_cli_names_an_unreadable_image_and_skips_it_when_asked(tmp_path, capsys):
+    from vitlib import train as vtrain
+
+    root = _image_classes(tmp_path, n=4, broken=("junk.png",))
+    argv = ["--dataset", str(root), "--image-size", "8", "--dim", "16", "--depth", "1", "--epochs", "1"]
+    with pytest.raises(SystemExit) as exit_:
+        vtrain.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "junk.png" in err and "--skip-unreadable" in err and "Traceback" not in err
+    with pytest.warns(UserWarning, match="junk.png"):
+        assert vtrain.main([*argv, "--skip-unreadable"]) == 0
+    counts = re.search(r"(\d+) train / (\d+) test images", capsys.readouterr().out).groups()
+    assert sum(map(int, counts)) == 8  # nine files, one left out
+
+
+def test_mixed_resolution_takes_cifar10_without_its_augmentation(tmp_path, no_network):
+    from vitlib.data import ImageListDataset, mixed_resolution
+
+    _write_cifar(tmp_path / "cifar-10-batches-py")
+    split = cifar10(tmp_path, download=False)
+    mixed = mixed_resolution(split, sizes=[16, 32], seed=0)
+    assert isinstance(mixed.train, ImageListDataset) and len(mixed.train) == len(split.train)
+    assert {tuple(img.shape) for img in mixed.train.images} == {(3, 16, 16), (3, 32, 32)}
+    i = next(i for i, img in enumerate(mixed.train.images) if img.shape[-1] == 32)
+    mean, std = torch.tensor(vdata.CIFAR10_MEAN).view(3, 1, 1), torch.tensor(vdata.CIFAR10_STD).view(3, 1, 1)
+    expected = (split.train.images[i].float() / 255 - mean) / std  # normalised, neither cropped nor flipped
+    assert torch.allclose(mixed.train.images[i], expected, atol=1e-6)
+    assert mixed.image_size == (32, 32)
 
 
 def test_load_dataset_names():

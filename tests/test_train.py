@@ -185,3 +185,275 @@ def test_bench_train_suite_reports_figures(tmp_path, monkeypatch):
     assert figures["model"] == "SimpleViT" and figures["dataset"] == "digits"
     assert 0.0 <= figures["accuracy"] <= 1.0 and figures["wall_s"] > 0
     assert not math.isnan(figures["accuracy"])
+
+
+# ----- the loss hook and forward keywords ------------------------------------------------------
+
+
+class Scaled(torch.nn.Module):
+    """A ViT whose forward takes a keyword, recording every value it receives."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner, self.seen = small_vit(dropout=0.0, emb_dropout=0.0), []
+
+    def forward(self, x, scale=1.0):
+        self.seen.append((self.training, scale))
+        return self.inner(x) * scale
+
+
+def test_forward_kwargs_reach_training_and_evaluation(data):
+    model = Scaled()
+    fit(model, data.train, data.test, epochs=1, batch_size=256, forward_kwargs={"scale": 0.5}, progress=False)
+    assert {mode for mode, _ in model.seen} == {True, False}  # trained and evaluated
+    assert {scale for _, scale in model.seen} == {0.5}
+    model.seen.clear()
+    evaluate(model, data.test, forward_kwargs={"scale": 2.0})
+    assert model.seen and {scale for _, scale in model.seen} == {2.0}
+
+
+class TwoHeads(torch.nn.Module):
+    """A student with a class head and a distillation head: both in training, their mean in eval."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 64), torch.nn.GELU())
+        self.cls, self.dist = torch.nn.Linear(64, 10), torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        h = self.body(x)
+        return (self.cls(h), self.dist(h)) if self.training else (self.cls(h) + self.dist(h)) / 2
+
+
+class Distillation(torch.nn.Module):
+    """Hard distillation: the teacher's logits computed once per batch; it holds the teacher."""
+
+    def __init__(self, teacher):
+        super().__init__()
+        self.teacher, self.teacher_calls, self.moved_to = teacher.eval(), 0, []
+
+    def to(self, *args, **kwargs):
+        self.moved_to.append(args)
+        return super().to(*args, **kwargs)
+
+    def forward(self, model, batch):
+        x, y = batch
+        teacher_logits = self.teacher(x)  # no torch.no_grad() on purpose: fit must not train the teacher anyway
+        self.teacher_calls += 1
+        cls, dist = model(x)
+        loss = torch.nn.functional.cross_entropy(cls, y) + torch.nn.functional.cross_entropy(
+            dist, teacher_logits.argmax(-1))
+        return loss, cls
+
+
+def test_a_loss_with_its_own_teacher_trains_only_the_student(data):
+    teacher = small_vit(seed=1)
+    frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
+    loss = Distillation(teacher)
+    student = TwoHeads()
+    history = fit(student, data.train, data.test, epochs=2, batch_size=128, lr=3e-3, loss_fn=loss, progress=False)
+    assert loss.moved_to == [(torch.device("cpu"),)]  # fit moved the loss (and its teacher) to the device
+    assert loss.teacher_calls == 2 * math.ceil(len(data.train) / 128)  # once per batch
+    assert not loss.teacher.training  # fit leaves the loss's modules in the mode it set
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, frozen[k]), k  # not optimised, not decayed
+    assert history.final["train_loss"] < history[0]["train_loss"]
+    assert history.final["train_acc"] > 0.5  # counted from the logits the loss returned (the class head)
+    assert history.final["test_acc"] == evaluate(student, data.test)["accuracy"]  # the eval-mode logits
+
+
+class AlwaysTwoHeads(TwoHeads):
+    def forward(self, x):
+        h = self.body(x)
+        return self.cls(h), self.dist(h)
+
+
+def test_evaluate_and_fit_refuse_outputs_that_are_not_logits(data):
+    with pytest.raises(ValueError, match="AlwaysTwoHeads returned a tuple of 2 in eval mode"):
+        evaluate(AlwaysTwoHeads(), data.test)
+    with pytest.raises(ValueError, match="returned a tuple of 2 in training mode"):
+        fit(TwoHeads(), data.train, epochs=1, progress=False)  # the default loss needs one head
+    with pytest.raises(TypeError, match=r"must return \(loss, logits\)"):
+        fit(small_vit(), data.train, epochs=1, progress=False,
+            loss_fn=lambda model, batch: torch.nn.functional.cross_entropy(model(batch[0]), batch[1]))
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\); received 1.5"):
+        fit(small_vit(), data.train, epochs=1, label_smoothing=1.5, progress=False)
+
+
+# ----- weight decay, devices -------------------------------------------------------------------
+
+
+class Tables(torch.nn.Module):
+    def __init__(self, skip=("table", "bias")):
+        super().__init__()
+        self.skip = set(skip)
+        self.weight = torch.nn.Parameter(torch.randn(4, 4))
+        self.table = torch.nn.Parameter(torch.randn(4, 4))  # 2-D, yet named by no_weight_decay()
+        self.bias = torch.nn.Parameter(torch.zeros(4))
+
+    def no_weight_decay(self):
+        return self.skip
+
+
+def test_weight_decay_follows_the_model_and_else_the_parameter_shape():
+    opt = vtrain.build_optimizer(Tables(), lr=1e-3, weight_decay=0.05)
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert [p.shape for p in decay["params"]] == [(4, 4)] and len(no_decay["params"]) == 2
+    model = Tables()
+    groups = vtrain.param_groups(model, 0.05)
+    assert groups[0]["params"][0] is model.weight and {id(p) for p in groups[1]["params"]} == {
+        id(model.table), id(model.bias)}
+    with pytest.raises(ValueError, match=r"names parameters it does not have: \['tabel'\]"):
+        vtrain.param_groups(Tables(skip=("tabel",)), 0.05)
+    # without no_weight_decay(): by shape only, no guessing from names
+    plain = torch.nn.Module()
+    plain.pos_embedding = torch.nn.Parameter(torch.randn(1, 4, 8))
+    plain.cls_token = torch.nn.Parameter(torch.randn(4, 8))
+    plain.bias = torch.nn.Parameter(torch.zeros(8))
+    decay, no_decay = (group["params"] for group in vtrain.param_groups(plain, 0.05))
+    assert [p.shape for p in decay] == [(1, 4, 8), (4, 8)] and [p.shape for p in no_decay] == [(8,)]
+
+
+def test_a_missing_device_is_named_before_any_work(data, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda' was requested, but CUDA is not available.*available: cpu"):
+        fit(small_vit(), data.train, epochs=1, device="cuda", progress=False)
+    with pytest.raises(ValueError, match="received 'gpu'"):
+        evaluate(small_vit(), data.test, device="gpu")
+
+
+# ----- checkpoints that are not ----------------------------------------------------------------
+
+
+def test_a_corrupt_or_truncated_checkpoint_is_named(tmp_path, data):
+    good = save_checkpoint(tmp_path / "good.safetensors", small_vit())
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    garbage = tmp_path / "garbage.safetensors"
+    garbage.write_bytes(b"\xff" * 64)  # a header length of 2^64 - 1: safetensors' "header too large"
+    for path in (truncated, garbage):
+        for load in (load_model, load_checkpoint):
+            with pytest.raises(ValueError, match=f"{path.name} is not a readable vitlib safetensors checkpoint"):
+                load(path)
+        with pytest.raises(ValueError, match="not a readable vitlib safetensors checkpoint"):
+            fit(small_vit(), data.train, epochs=1, resume=path, progress=False)
+    with pytest.raises(ValueError, match="whose weights do not fit the model given"):
+        load_checkpoint(good, model=small_vit(dim=48))
+
+
+# ----- NaViT as a recipe -----------------------------------------------------------------------
+
+
+def test_navit_recipe_packs_each_batch_into_sequences_of_bounded_length(monkeypatch):
+    """fit and evaluate used to run a NaViT batch as ONE packed sequence (attention over every token
+    of 64 images); the recipe's forward keywords pack it into sequences no longer than its longest image."""
+    from vitlib import NaViT
+
+    seen = []
+    prepare = NaViT.prepare
+
+    def spy(self, *args, **kwargs):
+        patches, plan = prepare(self, *args, **kwargs)
+        seen.append((self.training, len(plan.lengths), tuple(plan.ids.shape)))
+        return patches, plan
+
+    monkeypatch.setattr(NaViT, "prepare", spy)
+    for mode in ("quick", "full"):
+        assert vtrain.RECIPES[mode]["navit"]["model"]["name"] == "navit"
+        assert "token_dropout_prob" in vtrain.RECIPES[mode]["navit"]["model"]  # NaViT's own keyword
+    model, history, data = vtrain.train_recipe(vtrain.RECIPES["quick"]["navit"], epochs=1, progress=False)
+    assert isinstance(model, NaViT) and history.final["test_acc"] > 0.2
+    assert {tuple(img.shape[-2:]) for img in data.train.images} == {(8, 8), (12, 12), (16, 16)}
+    longest = 16  # tokens of a 16x16 image in 4x4 patches
+    assert {training for training, _, _ in seen} == {True, False}  # trained and evaluated
+    for _, images, (sequences, length) in seen:
+        assert length <= longest and (images == 1 or sequences > 1)
+    assert max(images for _, images, _ in seen) >= 64  # whole batches went through
+
+
+# ----- the command line ------------------------------------------------------------------------
+
+
+class Stop(Exception):
+    """Raised by a spy to end a command before it trains."""
+
+
+def spy_on(monkeypatch, name):
+    from vitlib.train import cli
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise Stop
+
+    monkeypatch.setattr(cli, name, spy)
+    return calls
+
+
+def test_cli_trains_the_recipe_of_the_family_and_mode(monkeypatch):
+    calls = spy_on(monkeypatch, "train_recipe")
+    with pytest.raises(Stop):
+        vtrain.main(["--model", "vit", "--mode", "full", "--dataset", "digits", "--epochs", "2", "--dim", "96"])
+    (recipe,), kwargs = calls[0]
+    full = vtrain.RECIPES["full"]["simple_vit"]
+    assert recipe["model"] == {**full["model"], "name": "vit", "dim": 96}  # full-size, the flag overrides
+    assert recipe["fit"]["epochs"] == 2 and recipe["fit"]["batch_size"] == full["fit"]["batch_size"]
+    assert kwargs["data"].image_size == (16, 16)  # the quick recipe names the digits: its size
+    calls.clear()
+    with pytest.raises(Stop):
+        vtrain.main(["--model", "navit", "--token-dropout-prob", "0.25"])
+    (recipe,), kwargs = calls[0]
+    assert recipe["model"]["token_dropout_prob"] == 0.25 and recipe["fit"]["forward_kwargs"]["group_images"]
+    assert {tuple(img.shape[-2:]) for img in kwargs["data"].train.images} == {(8, 8), (12, 12), (16, 16)}
+
+
+def test_cli_takes_the_image_size_from_the_recipe_that_names_the_dataset(monkeypatch):
+    calls = spy_on(monkeypatch, "load_recipe_data")
+    with pytest.raises(Stop):
+        vtrain.main(["--model", "levit", "--mode", "quick", "--dataset", "cifar10"])
+    (recipe,), _ = calls[0]
+    assert recipe["dataset"] == {"name": "cifar10", "image_size": 64}  # the full recipe's, not 32 px (a 2x2 map)
+    assert recipe["model"]["dim"] == vtrain.RECIPES["quick"]["levit"]["model"]["dim"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "cuda"], "error: device 'cuda' was requested, but CUDA is not available"),
+    (["--model", "levit", "--image-size", "24"], "error: LeViT's convolutional stem reduces the image 16 times"),
+    (["--dataset", "no/such/folder"], "error: dataset must be 'digits', 'cifar10' or an image folder path"),
+    (["--model", "levit", "--token-dropout-prob", "0.1"], "error: --token-dropout-prob applies to navit; levit"),
+    (["--resume", "CORRUPT"], "CORRUPT.safetensors is not a readable vitlib safetensors checkpoint"),
+])
+def test_cli_errors_are_one_line_before_any_work(monkeypatch, capsys, tmp_path, argv, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    corrupt = tmp_path / "CORRUPT.safetensors"
+    corrupt.write_bytes(b"\xff" * 64)
+    argv = [str(corrupt) if a == "CORRUPT" else a for a in argv]
+    spy_on(monkeypatch, "train_recipe")  # reaching it would raise Stop, not SystemExit
+    if "--dataset" not in argv:
+        spy_on(monkeypatch, "load_recipe_data")
+    with pytest.raises(SystemExit) as exit_:
+        vtrain.main([*argv, "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and message in err and "Traceback" not in err
+    assert len([line for line in err.splitlines() if "error:" in line]) == 1
+
+
+def test_cli_errors_during_training_are_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        vtrain.main(["--image-size", "8", "--dim", "16", "--depth", "1", "--epochs", "1", "--label-smoothing", "1.5"])
+    assert exit_.value.code == 2 and "error: label_smoothing must be in [0, 1); received 1.5" in capsys.readouterr().err
+
+
+def test_cli_trains_navit_and_resumes_it(tmp_path, capsys):
+    ckpt = tmp_path / "navit.safetensors"
+    args = ["--model", "navit", "--dim", "32", "--depth", "1", "--epochs", "2", "--checkpoint", str(ckpt)]
+    assert vtrain.main(args) == 0
+    assert "NaViT" in capsys.readouterr().out
+    model = load_model(ckpt)
+    assert type(model).__name__ == "NaViT" and model.config["dim"] == 32
+    assert vtrain.main([*args, "--resume", str(ckpt)]) == 0  # already at epoch 2: nothing left to train
+    with pytest.raises(SystemExit):
+        vtrain.main([*args, "--epochs", "3", "--resume", str(ckpt)])
+    assert "was made for --epochs 2; received 3" in capsys.readouterr().err

@@ -35,7 +35,9 @@ __all__ = [
     "digits",
     "cifar10",
     "image_folder",
+    "unreadable_images",
     "load_dataset",
+    "default_image_size",
     "train_augment",
     "make_loader",
     "DATA_ROOT",
@@ -98,7 +100,10 @@ class ImageListDataset(Dataset):
 def mixed_resolution(split: "DataSplit", sizes, seed: int = 0) -> "DataSplit":
     """A copy of an in-memory ``split`` whose images are each resized (bilinear) to a size drawn at
     random from ``sizes`` (ints or ``(height, width)`` pairs), as :class:`ImageListDataset`: the
-    native-resolution workload of NaViT. ``image_size`` of the result is the largest size."""
+    native-resolution workload of NaViT. ``image_size`` of the result is the largest size.
+
+    In-memory means the digits (:class:`TensorImageDataset`) or CIFAR-10 (:func:`cifar10`), whose
+    images are taken normalised and without the per-sample training augmentation."""
     from .layers import pair
 
     sizes = [pair(s, "size") for s in sizes]
@@ -108,11 +113,15 @@ def mixed_resolution(split: "DataSplit", sizes, seed: int = 0) -> "DataSplit":
     parts = {}
     for name in ("train", "test"):
         ds = getattr(split, name)
-        if not isinstance(ds, TensorImageDataset):
-            raise ValueError(f"mixed_resolution needs in-memory data (TensorImageDataset); received "
+        if isinstance(ds, TensorImageDataset):
+            image = ds.images.__getitem__
+        elif isinstance(ds, _AugmentedTensors):
+            image = ds.plain
+        else:
+            raise ValueError(f"mixed_resolution needs in-memory data (the digits or CIFAR-10); received "
                              f"{type(ds).__name__} for {name}")
         picks = torch.randint(len(sizes), (len(ds),), generator=gen).tolist()
-        images = [F.interpolate(ds.images[i:i + 1], size=sizes[k], mode="bilinear", align_corners=False)[0]
+        images = [F.interpolate(image(i)[None], size=sizes[k], mode="bilinear", align_corners=False)[0]
                   for i, k in enumerate(picks)]
         parts[name] = ImageListDataset(images, ds.labels)
     largest = (max(h for h, _ in sizes), max(w for _, w in sizes))
@@ -261,10 +270,18 @@ class _AugmentedTensors(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i):
+    def _resized(self, i: int) -> torch.Tensor:
         x = self.images[i].float() / 255.0
         if x.shape[-1] != self.size:
             x = F.interpolate(x[None], size=(self.size, self.size), mode="bilinear", align_corners=False)[0]
+        return x
+
+    def plain(self, i: int) -> torch.Tensor:
+        """Image ``i`` resized and normalised, without augmentation."""
+        return (self._resized(i) - self.mean) / self.std
+
+    def __getitem__(self, i):
+        x = self._resized(i)
         if self.augment is not None:
             x = self.augment(x)
         return (x - self.mean) / self.std, self.labels[i]
@@ -302,13 +319,36 @@ def cifar10(root: str | Path | None = None, image_size: int = 32, download: bool
 # your own images
 
 
+def unreadable_images(paths: Sequence[str | Path]) -> dict[str, str]:
+    """The files among ``paths`` that PIL cannot open and verify, each with the reason.
+
+    ``Image.verify()`` reads a file's structure (headers, chunk checksums) without decoding the
+    pixels: cheap enough to run over a whole folder when the data set is built, so that a broken
+    file is named then and not inside a DataLoader worker halfway through an epoch.
+    """
+    from PIL import Image
+
+    bad = {}
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.verify()
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as err:
+            bad[str(path)] = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return bad
+
+
 def image_folder(root: str | Path, image_size: int = 224, test_fraction: float = 0.2, seed: int = 0,
-                 augment: bool = True) -> DataSplit:
+                 augment: bool = True, skip_unreadable: bool = False) -> DataSplit:
     """A folder with one sub-folder of images per class, split into train and test by ``seed``.
 
     Uses ImageNet statistics for normalisation; images are resized and centre-cropped to
-    ``image_size`` (train images get :func:`train_augment` on top when ``augment``).
+    ``image_size`` (train images get :func:`train_augment` on top when ``augment``). Every image is
+    checked when the split is built (:func:`unreadable_images`): an unreadable one raises a
+    ValueError naming it, or, with ``skip_unreadable=True``, is left out with a warning naming it.
     """
+    import warnings
+
     from torchvision import datasets, transforms
 
     root = Path(root)
@@ -321,6 +361,19 @@ def image_folder(root: str | Path, image_size: int = 224, test_fraction: float =
     train_tf = transforms.Compose([*base, aug, transforms.Normalize(mean, std)]) if augment else plain
     full_train = datasets.ImageFolder(str(root), transform=train_tf)
     full_test = datasets.ImageFolder(str(root), transform=plain)
+    bad = unreadable_images([path for path, _ in full_train.samples])
+    if bad:
+        listing = "; ".join(f"{path} ({why})" for path, why in list(bad.items())[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        if not skip_unreadable:
+            raise ValueError(f"image_folder: {len(bad)} of {len(full_train.samples)} images in {root} cannot be "
+                             f"read: {listing}{more}; delete or replace them, or pass skip_unreadable=True "
+                             "(command line: --skip-unreadable) to leave them out")
+        warnings.warn(f"image_folder: leaving out {len(bad)} unreadable image(s) in {root}: {listing}{more}",
+                      stacklevel=2)
+        for ds in (full_train, full_test):
+            ds.samples = [(path, target) for path, target in ds.samples if path not in bad]
+            ds.imgs, ds.targets = ds.samples, [target for _, target in ds.samples]
     n = len(full_train)
     if n < 2:
         raise ValueError(f"image_folder needs at least 2 images; found {n} in {root}")
@@ -336,14 +389,25 @@ def image_folder(root: str | Path, image_size: int = 224, test_fraction: float =
     )
 
 
+#: The image side :func:`load_dataset` uses when given none: per data set name, and for a folder.
+DEFAULT_IMAGE_SIZES = {"digits": 16, "cifar10": 32, "folder": 224}
+
+
+def default_image_size(name: str) -> int:
+    """The image side :func:`load_dataset` gives data set ``name`` by default."""
+    return DEFAULT_IMAGE_SIZES.get(name, DEFAULT_IMAGE_SIZES["folder"])
+
+
 def load_dataset(name: str, image_size: int | None = None, **kwargs) -> DataSplit:
-    """``"digits"``, ``"cifar10"`` or a path to an image folder."""
+    """``"digits"``, ``"cifar10"`` or a path to an image folder (keywords go to :func:`digits`,
+    :func:`cifar10` or :func:`image_folder`)."""
+    size = image_size or default_image_size(name)
     if name == "digits":
-        return digits(image_size=image_size or 16, **kwargs)
+        return digits(image_size=size, **kwargs)
     if name == "cifar10":
-        return cifar10(image_size=image_size or 32, **kwargs)
+        return cifar10(image_size=size, **kwargs)
     if Path(name).is_dir():
-        return image_folder(name, image_size=image_size or 224, **kwargs)
+        return image_folder(name, image_size=size, **kwargs)
     raise ValueError(f"dataset must be 'digits', 'cifar10' or an image folder path; received {name!r}")
 
 

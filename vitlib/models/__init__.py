@@ -8,6 +8,6 @@ from .na_vit import NaViT, NaViTNested
 from .simple_vit import SimpleViT
 from .vit import ViT
 
-MODELS = {"vit": ViT, "simple_vit": SimpleViT, "levit": LeViT, "cross_vit": CrossViT}
+MODELS = {"vit": ViT, "simple_vit": SimpleViT, "levit": LeViT, "cross_vit": CrossViT, "navit": NaViT}
 
 __all__ = ["VisionModel", "ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "MODELS", "presets"]

@@ -1,0 +1,411 @@
+"""The training loop: ``fit`` and ``evaluate``, the default loss, the optimiser and the schedule.
+
+``fit`` trains whatever a loss function defines. A loss is any callable
+``loss_fn(model, batch) -> (loss, logits)`` with ``batch = (x, y)`` (``x`` a tensor, or a list of
+images for NaViT); ``logits`` are what training accuracy is counted from. The default,
+:class:`CrossEntropy`, is cross-entropy with label smoothing on ``model(x, **forward_kwargs)``.
+A loss that needs modules of its own (a frozen teacher for distillation) is an ``nn.Module``:
+``fit`` moves it to the device, never puts its parameters in the optimiser, and never changes its
+train/eval mode.
+
+Written so that a wrapped model trains unchanged: the optimiser, the weight-decay groups and the
+checkpoints look at :func:`unwrap`'s module (the model inside a DistributedDataParallel wrapper),
+the forward pass goes through the wrapper, and every batch comes from :func:`iterate_batches`,
+whose order depends only on ``(seed, epoch)``: the same on every process, so a shard of it is one
+slice.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data import ImageListDataset, TensorImageDataset, make_loader
+
+#: ``x`` of a batch: a tensor of images, or a list of ``(C, H, W)`` images of different sizes.
+Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
+#: ``loss_fn(model, (x, y)) -> (loss, logits)``.
+LossFn = Callable[[nn.Module, tuple], tuple]
+
+
+class History(list):
+    """One record (dict) per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``,
+    ``test_acc``, ``lr``, ``epoch_s``, ``wall_s``, ``images_per_s``. ``.frame()`` gives a DataFrame."""
+
+    def frame(self):
+        import pandas as pd
+
+        return pd.DataFrame(list(self))
+
+    @property
+    def final(self) -> dict:
+        if not self:
+            raise ValueError("the history is empty: no epoch has run")
+        return self[-1]
+
+
+class RandomShift:
+    """Batch augmentation for in-memory images: shift each image by up to ``max_shift`` pixels
+    in each direction (reflection at the borders). Runs as one gather on the batch's device."""
+
+    def __init__(self, max_shift: int = 1) -> None:
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0; received {max_shift}")
+        self.max_shift = max_shift
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        s = self.max_shift
+        if s == 0:
+            return x
+        b, c, h, w = x.shape
+        padded = F.pad(x, (s, s, s, s), mode="reflect")
+        dy = torch.randint(0, 2 * s + 1, (b, 1), generator=generator).to(x.device)
+        dx = torch.randint(0, 2 * s + 1, (b, 1), generator=generator).to(x.device)
+        rows = (dy + torch.arange(h, device=x.device))[:, None, :, None].expand(b, c, h, w + 2 * s)
+        out = padded.gather(2, rows)
+        cols = (dx + torch.arange(w, device=x.device))[:, None, None, :].expand(b, c, h, w)
+        return out.gather(3, cols)
+
+    def __repr__(self) -> str:
+        return f"RandomShift(max_shift={self.max_shift})"
+
+
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, min_lr: float = 0.0) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then cosine decay to ``min_lr``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------------------------
+# devices, wrapped models, precision
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The model inside a (Distributed)DataParallel wrapper, else ``model``: what owns the
+    ``config``, the parameter names and ``no_weight_decay()``."""
+    wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model
+
+
+def _available_devices() -> list[str]:
+    names = ["cpu"] + [f"cuda:{i}" for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0)]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        names.append("mps")
+    return names
+
+
+def resolve_device(device: torch.device | str | None, model: nn.Module | None = None) -> torch.device:
+    """``device`` as a :class:`torch.device`, checked to exist on this machine (else ValueError
+    naming it and the devices there are); ``None`` means the device of ``model``'s parameters."""
+    if device is None:
+        first = next(model.parameters(), None) if model is not None else None
+        return first.device if first is not None else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must name a torch device such as 'cpu' or 'cuda'; received {device!r} "
+                         f"(available here: {', '.join(_available_devices())})") from err
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "no CUDA device is visible"
+            raise ValueError(f"device {str(device)!r} was requested, but CUDA is not available on this machine "
+                             f"({why}); available: {', '.join(_available_devices())}")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r} was requested, but this machine has {torch.cuda.device_count()} "
+                             f"CUDA device(s); available: {', '.join(_available_devices())}")
+    elif dev.type == "mps" and "mps" not in _available_devices():
+        raise ValueError(f"device {str(device)!r} was requested, but MPS is not available on this machine; "
+                         f"available: {', '.join(_available_devices())}")
+    return dev
+
+
+def _amp(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
+    """Return (autocast dtype or None, whether to use a gradient scaler)."""
+    if amp not in ("auto", "bf16", "fp16", "none"):
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'none'; received {amp!r}")
+    if amp == "auto":
+        if device.type != "cuda":
+            return None, False
+        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if amp == "none":
+        return None, False
+    if amp == "bf16":
+        return torch.bfloat16, False
+    return torch.float16, device.type == "cuda"
+
+
+# ---------------------------------------------------------------------------------------------
+# optimiser
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: ``weight_decay`` for most weights, none for those the model names in
+    ``no_weight_decay()`` (every vitlib model says which), or, for a model without that method,
+    none for parameters of fewer than two dimensions (biases, norm gains)."""
+    core = unwrap(model)
+    named = [(name, p) for name, p in core.named_parameters() if p.requires_grad]
+    ask = getattr(core, "no_weight_decay", None)
+    if callable(ask):
+        skip = set(ask())
+        unknown = skip - {name for name, _ in core.named_parameters()}
+        if unknown:
+            raise ValueError(f"{type(core).__name__}.no_weight_decay() names parameters it does not have: "
+                             f"{sorted(unknown)}")
+    else:
+        skip = {name for name, p in named if p.ndim < 2}
+    decay = [p for name, p in named if name not in skip]
+    no_decay = [p for name, p in named if name in skip]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over ``model``'s trainable parameters only, grouped by :func:`param_groups`."""
+    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+
+
+# ---------------------------------------------------------------------------------------------
+# batches and losses
+
+
+def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
+                    generator: torch.Generator | None = None,
+                    cache: dict | None = None) -> Iterator[tuple[Inputs, torch.Tensor]]:
+    """Batches ``(x, y)`` of ``dataset`` on ``device``, shuffled by ``generator``.
+
+    In-memory data (:class:`~vitlib.data.TensorImageDataset`) is moved to the device once (kept in
+    ``cache`` across epochs) and batched by indexing; :class:`~vitlib.data.ImageListDataset` gives
+    lists of images; any other dataset goes through a DataLoader. The order is one permutation
+    drawn from ``generator``.
+    """
+    cache = {} if cache is None else cache
+    if isinstance(dataset, (TensorImageDataset, ImageListDataset)):
+        key = id(dataset)
+        if key not in cache:  # move once, then batch by indexing
+            images = dataset.images
+            images = images.to(device) if isinstance(images, torch.Tensor) else [img.to(device) for img in images]
+            cache[key] = (images, dataset.labels.to(device))
+        images, labels = cache[key]
+        n = len(labels)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        for i in range(0, n, batch_size):
+            idx = order[i:i + batch_size]
+            if isinstance(images, torch.Tensor):
+                idx = idx.to(device)
+                yield images[idx], labels[idx]
+            else:  # images of different sizes: a batch is a list
+                yield [images[j] for j in idx.tolist()], labels[idx.to(device)]
+    else:
+        loader = make_loader(dataset, batch_size, shuffle=shuffle, device=device, generator=generator)
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+class CrossEntropy(nn.Module):
+    """``fit``'s default loss: cross-entropy (with ``label_smoothing``) of ``model(x, **forward_kwargs)``.
+
+    A loss that adds terms (e.g. distillation against a teacher held as a submodule) can subclass
+    it and call :meth:`logits` for the model's forward pass with the same keyword arguments.
+    """
+
+    def __init__(self, label_smoothing: float = 0.0, forward_kwargs: dict | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1); received {label_smoothing!r}")
+        self.label_smoothing = label_smoothing
+        self.forward_kwargs = dict(forward_kwargs or {})
+
+    def logits(self, model: nn.Module, x: Inputs):
+        return model(x, **self.forward_kwargs)
+
+    def forward(self, model: nn.Module, batch: tuple[Inputs, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        logits = _checked_logits(self.logits(model, x), model, y, "CrossEntropy")
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing), logits
+
+    def extra_repr(self) -> str:
+        return f"label_smoothing={self.label_smoothing}, forward_kwargs={self.forward_kwargs}"
+
+
+def _checked_logits(logits, model: nn.Module, y: torch.Tensor, where: str) -> torch.Tensor:
+    if isinstance(logits, (tuple, list)):
+        raise ValueError(f"{where} needs logits (batch, classes); {type(unwrap(model)).__name__} returned a "
+                         f"{type(logits).__name__} of {len(logits)} in {'training' if model.training else 'eval'} "
+                         "mode (a model with two heads must return one tensor in eval mode, and a loss_fn "
+                         "returns (loss, logits of one head))")
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != len(y):
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"{where} needs logits of shape ({len(y)}, classes); received {shape}")
+    return logits
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate and fit
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: torch.device | str | None = None,
+             amp: str = "auto", forward_kwargs: dict | None = None, progress: bool = False) -> dict:
+    """Mean cross-entropy and top-1 accuracy (0-1) of ``model(x, **forward_kwargs)`` on ``dataset``,
+    in eval mode (the model's mode is restored afterwards)."""
+    device = resolve_device(device, model)
+    dtype, _ = _amp(device, amp)
+    kwargs = dict(forward_kwargs or {})
+    was_training = model.training
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    batches = iterate_batches(dataset, batch_size, shuffle=False, device=device)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, total=math.ceil(len(dataset) / batch_size), desc="evaluating", unit="batch")
+    try:
+        for x, y in batches:
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = _checked_logits(model(x, **kwargs), model, y, "evaluate")
+            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+            correct += (logits.argmax(-1) == y).sum().item()
+            n += len(y)
+    finally:
+        model.train(was_training)
+    if n == 0:
+        raise ValueError("evaluate received an empty dataset")
+    return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+
+def fit(
+    model: nn.Module,
+    train: Dataset,
+    test: Dataset | None = None,
+    *,
+    epochs: int,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    min_lr: float = 0.0,
+    weight_decay: float = 0.05,
+    warmup_epochs: float = 1.0,
+    label_smoothing: float = 0.1,
+    grad_clip: float | None = 1.0,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+    loss_fn: LossFn | None = None,
+    forward_kwargs: dict | None = None,
+    device: torch.device | str | None = None,
+    amp: str = "auto",
+    seed: int = 0,
+    checkpoint: str | Path | None = None,
+    resume: str | Path | None = None,
+    eval_every: int = 1,
+    progress: bool = True,
+    callback: Callable[[dict], None] | None = None,
+) -> History:
+    """Train ``model`` on ``train`` for ``epochs`` epochs and return the history.
+
+    AdamW (weight-decay groups from :func:`param_groups`) with linear warm-up and cosine decay,
+    gradient clipping, mixed precision on CUDA. ``loss_fn(model, (x, y)) -> (loss, logits)`` is
+    what is minimised (default: :class:`CrossEntropy` with ``label_smoothing`` and
+    ``forward_kwargs``); only ``model``'s parameters are optimised, and a loss that is an
+    ``nn.Module`` is moved to ``device``. ``forward_kwargs`` also go to every forward pass of the
+    evaluation (e.g. NaViT's ``group_images=True``); a custom ``loss_fn`` makes its own forward
+    pass and takes its own keyword arguments.
+
+    ``augment(batch, generator)`` transforms each training batch (for in-memory data, e.g.
+    :class:`RandomShift`; datasets that augment per sample need none). ``checkpoint`` is written
+    after every epoch; ``resume`` continues from such a file (the model must have the same
+    configuration, e.g. from :func:`~vitlib.train.load_model`). ``test`` is evaluated every
+    ``eval_every`` epochs and after the last. ``callback(record)`` runs after each epoch (and its
+    checkpoint).
+    """
+    from .checkpoint import load_checkpoint, save_checkpoint
+
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive; received epochs={epochs}, batch_size={batch_size}")
+    if len(train) == 0:
+        raise ValueError("fit received an empty training set")
+    device = resolve_device(device, model)
+    dtype, use_scaler = _amp(device, amp)
+    if loss_fn is None:
+        loss_fn = CrossEntropy(label_smoothing, forward_kwargs)
+    elif not callable(loss_fn):
+        raise TypeError("loss_fn must be a callable (model, batch) -> (loss, logits); received "
+                        f"{type(loss_fn).__name__}")
+    model.to(device)
+    if isinstance(loss_fn, nn.Module):
+        loss_fn.to(device)  # e.g. a teacher's weights; its mode is the loss's own business
+    optimizer = build_optimizer(model, lr=lr, weight_decay=weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    steps_per_epoch = math.ceil(len(train) / batch_size)
+    total_steps = epochs * steps_per_epoch
+    warmup_steps = int(round(warmup_epochs * steps_per_epoch))
+    history, start_epoch, wall_offset = History(), 0, 0.0
+    if resume is not None:
+        state = load_checkpoint(resume, model=model, optimizer=optimizer, scaler=scaler, map_location=device)
+        history = History(state.get("history", []))
+        start_epoch = int(state["epoch"])
+        wall_offset = history[-1]["wall_s"] if history else 0.0
+        if state.get("epochs") not in (None, epochs):
+            raise ValueError(f"the checkpoint was made for epochs={state['epochs']}; received epochs={epochs} "
+                             "(the learning-rate schedule depends on it)")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    cache: dict = {}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, initial=start_epoch, desc=f"training {type(unwrap(model)).__name__}", unit="epoch")
+    t_start = time.perf_counter()
+    step = start_epoch * steps_per_epoch
+    for epoch in range(start_epoch, epochs):
+        t_epoch = time.perf_counter()
+        torch.manual_seed(seed * 100_003 + epoch)  # dropout and anything else on the global RNG
+        gen = torch.Generator().manual_seed(seed * 100_019 + epoch)  # shuffling and augmentation
+        model.train()
+        loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        for x, y in iterate_batches(train, batch_size, shuffle=True, device=device, generator=gen, cache=cache):
+            current_lr = lr_at(step, total_steps, warmup_steps, lr, min_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = current_lr
+            if augment is not None:
+                x = augment(x, gen)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                out = loss_fn(model, (x, y))
+            if not (isinstance(out, tuple) and len(out) == 2):
+                raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
+            loss, logits = out[0], _checked_logits(out[1], model, y, "fit")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(params, grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            loss_sum += loss.detach() * len(y)  # no host sync inside the loop
+            correct += (logits.detach().argmax(-1) == y).sum()
+            seen += len(y)
+            step += 1
+        train_s = time.perf_counter() - t_epoch
+        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+                  "lr": current_lr}
+        if test is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+            result = evaluate(model, test, device=device, amp=amp, forward_kwargs=forward_kwargs)
+            record.update(test_loss=result["loss"], test_acc=result["accuracy"])
+        record.update(epoch_s=time.perf_counter() - t_epoch, images_per_s=seen / train_s,
+                      wall_s=wall_offset + time.perf_counter() - t_start)
+        history.append(record)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer=optimizer, scaler=scaler,
+                            state={"epoch": epoch + 1, "epochs": epochs, "seed": seed, "history": list(history)})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({k: f"{record[k]:.3f}" for k in ("train_loss", "test_acc") if k in record})
+        if callback is not None:
+            callback(record)
+    if bar is not None:
+        bar.close()
+    return history

@@ -1,0 +1,166 @@
+"""Recipes: a data set, a model configuration and training settings per family and mode.
+
+``RECIPES[mode][family]`` for ``mode`` in ``"quick"`` (CPU: the bundled digits, small models) and
+``"full"`` (a GPU: CIFAR-10, larger models), ``family`` a key of :data:`vitlib.models.MODELS`
+(ViT trains with the SimpleViT recipe). A recipe is plain data (JSON-able):
+
+* ``dataset``: ``name`` and ``image_size`` for :func:`vitlib.data.load_dataset`, and for NaViT
+  ``mixed_scales``: each image is resized to one of these fractions of ``image_size`` (rounded to
+  whole patches) by :func:`vitlib.data.mixed_resolution`;
+* ``model``: ``name`` and the constructor's keywords (image size, channels and classes come from
+  the data);
+* ``fit``: keywords of :func:`vitlib.train.fit`, plus ``shift`` (:class:`RandomShift` pixels for
+  in-memory data).
+
+:func:`train_recipe` trains one and returns ``(model, history, data)``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data import DataSplit, TensorImageDataset, load_dataset, mixed_resolution
+from .loop import RandomShift, fit
+
+# The quick-mode recipe the book and `python -m vitlib.bench train` use: SimpleViT on the digits,
+# upsampled to 16x16 and cut into 4x4 patches (16 tokens), trained from in-memory tensors.
+QUICK_RECIPE = {
+    "dataset": {"name": "digits", "image_size": 16},
+    "model": {"name": "simple_vit", "patch_size": 4, "dim": 64, "depth": 4, "heads": 4, "dim_head": 16,
+              "mlp_dim": 128},
+    "fit": {"epochs": 40, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "warmup_epochs": 2,
+            "label_smoothing": 0.1, "grad_clip": 1.0, "shift": 1},
+}
+
+
+# Full mode (a GPU): CIFAR-10 at 32x32 with per-sample crop-and-flip augmentation.
+FULL_RECIPE = {
+    "dataset": {"name": "cifar10", "image_size": 32},
+    "model": {"name": "simple_vit", "patch_size": 4, "dim": 384, "depth": 6, "heads": 8, "dim_head": 48,
+              "mlp_dim": 768},
+    "fit": {"epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 0.05, "warmup_epochs": 3,
+            "label_smoothing": 0.1, "grad_clip": 1.0},
+}
+
+# NaViT packs each batch's images into sequences no longer than the batch's longest image (None:
+# NaViT's own rule), so attention never spans the whole batch as one sequence.
+NAVIT_FORWARD = {"group_images": True, "group_max_seq_len": None}
+
+
+# The other families, trained with the same optimiser settings so that chapters compare models
+# under one budget. LeViT's stem divides the image by 16, so it sees the digits at 32 pixels (CIFAR-10
+# at 64): a 2x2 map at 32 px would leave nothing for its stages. ViT uses the SimpleViT recipe.
+# NaViT sees each image at half, three quarters or all of the recipe's size (digits: 8, 12 or 16 px).
+RECIPES: dict[str, dict[str, dict]] = {
+    "quick": {
+        "simple_vit": QUICK_RECIPE,
+        "levit": {
+            "dataset": {"name": "digits", "image_size": 32},
+            "model": {"name": "levit", "dim": (64, 96, 128), "depth": 2, "heads": (2, 3, 4), "mlp_mult": 2,
+                      "dim_key": 16, "dim_value": 32},
+            "fit": {**QUICK_RECIPE["fit"], "shift": 2},
+        },
+        "cross_vit": {
+            "dataset": {"name": "digits", "image_size": 16},
+            "model": {"name": "cross_vit", "sm_dim": 32, "sm_patch_size": 2, "sm_enc_depth": 1, "sm_enc_heads": 2,
+                      "sm_enc_mlp_dim": 64, "sm_enc_dim_head": 16, "lg_dim": 64, "lg_patch_size": 4,
+                      "lg_enc_depth": 2, "lg_enc_heads": 4, "lg_enc_mlp_dim": 128, "lg_enc_dim_head": 16,
+                      "cross_attn_depth": 1, "cross_attn_heads": 4, "cross_attn_dim_head": 16, "depth": 2,
+                      "dropout": 0.0, "emb_dropout": 0.0},
+            "fit": QUICK_RECIPE["fit"],
+        },
+        "navit": {
+            "dataset": {"name": "digits", "image_size": 16, "mixed_scales": (0.5, 0.75, 1.0)},
+            "model": {"name": "navit", "patch_size": 4, "dim": 64, "depth": 4, "heads": 4, "dim_head": 16,
+                      "mlp_dim": 128, "token_dropout_prob": None},
+            "fit": {**QUICK_RECIPE["fit"], "shift": 0, "forward_kwargs": NAVIT_FORWARD},
+        },
+    },
+    "full": {
+        "simple_vit": FULL_RECIPE,
+        "levit": {
+            "dataset": {"name": "cifar10", "image_size": 64},
+            "model": {"name": "levit", "dim": (128, 256, 384), "depth": (2, 3, 4), "heads": (4, 6, 8),
+                      "mlp_mult": 2, "dim_key": 16, "dim_value": 32},
+            "fit": FULL_RECIPE["fit"],
+        },
+        "cross_vit": {
+            "dataset": {"name": "cifar10", "image_size": 32},
+            "model": {"name": "cross_vit", "sm_dim": 192, "sm_patch_size": 2, "sm_enc_depth": 1, "sm_enc_heads": 4,
+                      "sm_enc_mlp_dim": 384, "sm_enc_dim_head": 48, "lg_dim": 384, "lg_patch_size": 4,
+                      "lg_enc_depth": 3, "lg_enc_heads": 8, "lg_enc_mlp_dim": 768, "lg_enc_dim_head": 48,
+                      "cross_attn_depth": 1, "cross_attn_heads": 8, "cross_attn_dim_head": 48, "depth": 2,
+                      "dropout": 0.0, "emb_dropout": 0.0},
+            "fit": FULL_RECIPE["fit"],
+        },
+        "navit": {
+            "dataset": {"name": "cifar10", "image_size": 32, "mixed_scales": (0.5, 0.75, 1.0)},
+            "model": {"name": "navit", "patch_size": 4, "dim": 384, "depth": 6, "heads": 8, "dim_head": 48,
+                      "mlp_dim": 768, "token_dropout_prob": None},
+            "fit": {**FULL_RECIPE["fit"], "forward_kwargs": NAVIT_FORWARD},
+        },
+    },
+}
+
+
+def recipe_for(family: str, mode: str = "quick") -> dict:
+    """``RECIPES[mode][family]``; a family without its own recipe (ViT) takes SimpleViT's."""
+    if mode not in RECIPES:
+        raise ValueError(f"mode must be one of {sorted(RECIPES)}; received {mode!r}")
+    return RECIPES[mode].get(family, RECIPES[mode]["simple_vit"])
+
+
+def mixed_sizes(image_size: tuple[int, int], scales, patch_size) -> list[tuple[int, int]]:
+    """The sizes ``scale * image_size`` for each of ``scales``, rounded to whole patches (at least
+    one), largest last, without repeats."""
+    from ..layers import pair
+
+    (h, w), (ph, pw) = pair(image_size, "image_size"), pair(patch_size, "patch_size")
+    if not scales or any(not 0.0 < float(s) <= 1.0 for s in scales):
+        raise ValueError(f"mixed_scales must be fractions in (0, 1]; received {scales!r}")
+    sizes = {(max(ph, round(h * s / ph) * ph), max(pw, round(w * s / pw) * pw)) for s in scales}
+    return sorted(sizes)
+
+
+def load_recipe_data(recipe: dict, *, seed: int = 0, **load_kwargs) -> DataSplit:
+    """The data of ``recipe`` (keywords go to :func:`~vitlib.data.load_dataset`), resized to mixed
+    resolutions (drawn with ``seed``) when the recipe has ``mixed_scales``."""
+    spec = recipe["dataset"]
+    data = load_dataset(spec["name"], image_size=spec.get("image_size"), **load_kwargs)
+    scales = spec.get("mixed_scales")
+    if scales:
+        sizes = mixed_sizes(data.image_size, scales, recipe["model"].get("patch_size", 1))
+        data = mixed_resolution(data, sizes, seed=seed)
+    return data
+
+
+def build_model(name: str, data, **config) -> nn.Module:
+    """A model from :data:`vitlib.models.MODELS` sized for ``data`` (image size, channels, classes)."""
+    from ..models import MODELS
+
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {sorted(MODELS)}; received {name!r}")
+    return MODELS[name](image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, **config)
+
+
+def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, model_overrides: dict | None = None,
+                 seed: int = 0, device: torch.device | str = "cpu", progress: bool = True, data=None,
+                 **fit_overrides):
+    """Train a recipe (default :data:`QUICK_RECIPE`), optionally with another model of the same
+    size, and return ``(model, history, data)``. ``data`` reuses an already loaded DataSplit;
+    ``fit_overrides`` replace the recipe's ``fit`` keywords (and may add any other of
+    :func:`~vitlib.train.fit`'s: ``checkpoint``, ``resume``, ``amp``, ``loss_fn``...)."""
+    r = recipe or QUICK_RECIPE
+    if data is None:
+        data = load_recipe_data(r, seed=seed)
+    torch.manual_seed(seed)
+    config = {k: v for k, v in r["model"].items() if k != "name"}
+    config.update(model_overrides or {})
+    model = build_model(model_name or r["model"]["name"], data, **config)
+    opts = {k: v for k, v in r["fit"].items() if k != "shift"}
+    opts.update(fit_overrides)
+    shift = r["fit"].get("shift", 0)
+    if "augment" not in opts:
+        opts["augment"] = RandomShift(shift) if shift and isinstance(data.train, TensorImageDataset) else None
+    history = fit(model, data.train, data.test, device=device, seed=seed, progress=progress, **opts)
+    return model, history, data
