@@ -1,11 +1,22 @@
-"""The blog post's claims that the book tests, and the table that sets them beside measurements.
+"""The blog post's claims that the book tests, measured values with their spread, and the one
+function that turns a measurement into a verdict.
 
-Each chapter calls :func:`verdict_table` with what it measured; the claim's wording lives here,
-in one place.
+A chapter measures, wraps what it measured in a :class:`Measured` (a ratio of interleaved timings
+with :meth:`Measured.ratio`, an accuracy difference with :meth:`Measured.difference`, an exact
+count with :meth:`Measured.exact`), and asks :func:`verdict` whether the claim's threshold is met.
+The verdict is "holds" only when the whole spread clears the threshold, "does not hold" only when
+the whole spread misses it, and "inconclusive on this machine" when the spread straddles it; with
+one measurement per condition it can also say "holds only when ...". :func:`verdict_table` sets
+the claims' own words beside what was measured.
 """
 from __future__ import annotations
 
-__all__ = ["CLAIMS", "VERDICTS", "verdict_table"]
+import math
+import statistics
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+__all__ = ["CLAIMS", "VERDICTS", "Measured", "verdict", "verdict_table"]
 
 CLAIMS: dict[str, str] = {
     "C1": "SimpleViT (2-D sin-cos positions, mean pooling, no dropout) trains ~30% faster than ViT on "
@@ -28,12 +39,125 @@ CLAIMS: dict[str, str] = {
     "C15": '"training time -40%, inference 3x faster" overall',
 }
 
-VERDICTS = ("holds", "does not hold", "holds only when", "not testable here")
+VERDICTS = ("holds only when", "holds", "does not hold", "inconclusive on this machine", "not testable here")
+
+
+def _quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    values = sorted(float(v) for v in values)
+    if not values:
+        raise ValueError("expected at least one measured value; received none")
+    if len(values) == 1:
+        return values[0], values[0], values[0]
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A measured value with the range it could reasonably take on this machine.
+
+    ``value`` is the figure to quote; ``low`` and ``high`` bound its spread; ``n`` counts what it
+    rests on (timed calls a side, test images, seeds); ``unit`` says how to print it (``"x"`` for
+    a ratio, ``"pt"`` for percentage points, ``""`` for a plain number); ``how`` says in words how
+    the spread was obtained.
+    """
+
+    value: float
+    low: float
+    high: float
+    n: int
+    unit: str = "x"
+    how: str = ""
+
+    @classmethod
+    def ratio(cls, slow: Sequence[float], fast: Sequence[float]) -> "Measured":
+        """The speed-up of ``fast`` over ``slow`` from per-call times measured interleaved:
+        ``median(slow) / median(fast)``, spread from the interquartile ranges of both sides
+        (``q1(slow) / q3(fast)`` to ``q3(slow) / q1(fast)``), a conservative range."""
+        s1, s2, s3 = _quartiles(slow)
+        f1, f2, f3 = _quartiles(fast)
+        n = min(len(slow), len(fast))
+        return cls(s2 / f2, s1 / f3, s3 / f1, n, "x", f"IQR, {n} timed calls a side")
+
+    @classmethod
+    def of_values(cls, values: Sequence[float], unit: str = "x", how: str = "") -> "Measured":
+        """The median of repeated measurements (rounds, seeds), spread by their interquartile range."""
+        q1, q2, q3 = _quartiles(values)
+        return cls(q2, q1, q3, len(values), unit, how or f"IQR of {len(values)} measurements")
+
+    @classmethod
+    def difference(cls, base: Sequence[float], other: Sequence[float], test_size: int) -> "Measured":
+        """Accuracy of ``other`` minus accuracy of ``base``, in percentage points, from one accuracy
+        (0-1) per seed on a test set of ``test_size`` images, with about 95% bounds: twice the
+        larger of the binomial standard error of a difference on this test set and the standard
+        error across seeds."""
+        if not base or not other or len(base) != len(other):
+            raise ValueError(f"expected one accuracy per seed for both models; received {len(base)} and {len(other)}")
+        if test_size < 1:
+            raise ValueError(f"test_size must be positive; received {test_size}")
+        a, b = statistics.fmean(base), statistics.fmean(other)
+        binomial = math.sqrt((a * (1 - a) + b * (1 - b)) / test_size)
+        diffs = [y - x for x, y in zip(base, other)]
+        seeds = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else 0.0
+        half = 2 * max(binomial, seeds) * 100
+        d = (b - a) * 100
+        return cls(d, d - half, d + half, len(base), "pt",
+                   f"±{half:.1f} pt: 2 standard errors, {test_size} test images, {len(base)} seed(s)")
+
+    @classmethod
+    def exact(cls, value: float, unit: str = "") -> "Measured":
+        """A value with no spread: a count (parameters, FLOPs) that is the same on every run."""
+        return cls(float(value), float(value), float(value), 1, unit, "exact count")
+
+    def __str__(self) -> str:
+        fmt = {"x": "{:.2f}x", "pt": "{:+.1f} pt"}.get(self.unit, "{:.4g}" + self.unit)
+        text = fmt.format(self.value)
+        if self.low == self.high:
+            return text
+        return f"{text} ({fmt.format(self.low)} to {fmt.format(self.high)}; {self.how})"
+
+
+def _one(m: Measured, threshold: float, at_least: bool) -> str:
+    if at_least:
+        return "holds" if m.low >= threshold else "does not hold" if m.high < threshold else "inconclusive"
+    return "holds" if m.high <= threshold else "does not hold" if m.low > threshold else "inconclusive"
+
+
+def verdict(measured: Measured | Mapping[str, Measured], threshold: float, *, at_least: bool = True,
+            because: str = "") -> str:
+    """The verdict on a claim that a measured value is at least ``threshold`` (or, with
+    ``at_least=False``, at most ``threshold``).
+
+    ``measured`` is one :class:`Measured`, or a mapping from a condition (``"rate 0.3"``,
+    ``"batch 64"``) to the value measured under it. The claim "holds" when the whole spread clears
+    the threshold under every condition, "does not hold" when it misses it under every condition,
+    "holds only when <conditions>" when it clears it under some and misses it under the others,
+    and is "inconclusive on this machine" whenever a spread straddles the threshold and no
+    condition clears it. ``because``, if given, is appended after a colon.
+    """
+    items = {"": measured} if isinstance(measured, Measured) else dict(measured)
+    if not items:
+        raise ValueError("verdict needs at least one measurement; received none")
+    outcome = {cond: _one(m, threshold, at_least) for cond, m in items.items()}
+    kinds = set(outcome.values())
+    if kinds == {"holds"}:
+        text = "holds"
+    elif kinds == {"does not hold"}:
+        text = "does not hold"
+    elif "holds" in kinds and len(items) > 1:
+        text = "holds only when " + ", ".join(c for c, o in outcome.items() if o == "holds")
+        unsure = [c for c, o in outcome.items() if o == "inconclusive"]
+        if unsure:
+            text += f" (inconclusive for {', '.join(unsure)})"
+    else:
+        text = "inconclusive on this machine"
+    return f"{text}: {because}" if because else text
 
 
 def verdict_table(rows: list[dict]):
     """A table of claims: each row gives ``id``, ``measured`` (text with the numbers measured in
-    this run) and ``verdict`` (one of :data:`VERDICTS`, optionally followed by the condition)."""
+    this run) and ``verdict`` (from :func:`verdict`, or one of :data:`VERDICTS` followed by the
+    reason)."""
     import pandas as pd
 
     out = []

@@ -1,0 +1,59 @@
+"""The one verdict function and the measured values it judges."""
+import pytest
+
+from vitlib.claims import Measured, verdict
+
+
+def test_ratio_from_interleaved_times():
+    slow = [2.0, 2.1, 1.9, 2.0, 2.2]
+    fast = [1.0, 1.05, 0.95, 1.0, 1.1]
+    r = Measured.ratio(slow, fast)
+    assert r.value == pytest.approx(2.0)
+    assert r.low < r.value < r.high and r.n == 5
+    assert "2.00x" in str(r) and "5 timed calls a side" in r.how
+
+
+@pytest.mark.parametrize("low,high,expected", [
+    (1.30, 1.40, "holds"), (1.10, 1.20, "does not hold"), (1.20, 1.30, "inconclusive on this machine"),
+])
+def test_verdict_against_a_threshold(low, high, expected):
+    m = Measured((low + high) / 2, low, high, 5)
+    assert verdict(m, 1.25) == expected
+
+
+def test_verdict_at_most():
+    loss = Measured(0.5, 0.2, 0.8, 3, "pt")
+    assert verdict(loss, 1.0, at_least=False) == "holds"
+    assert verdict(loss, 0.1, at_least=False) == "does not hold"
+    assert verdict(loss, 0.5, at_least=False) == "inconclusive on this machine"
+
+
+def test_verdict_by_condition():
+    rates = {"rate 0.1": Measured(1.1, 1.05, 1.15, 5), "rate 0.3": Measured(1.5, 1.4, 1.6, 5)}
+    assert verdict(rates, 1.25) == "holds only when rate 0.3"
+    assert verdict(rates, 1.0) == "holds"
+    assert verdict(rates, 2.0) == "does not hold"
+    rates["rate 0.2"] = Measured(1.25, 1.2, 1.3, 5)
+    assert verdict(rates, 1.25) == "holds only when rate 0.3 (inconclusive for rate 0.2)"
+    assert verdict(rates, 1.25, because="x").endswith(": x")
+
+
+def test_accuracy_difference_carries_test_set_and_seed_uncertainty():
+    d = Measured.difference([0.90, 0.91, 0.89], [0.92, 0.93, 0.91], test_size=360)
+    assert d.value == pytest.approx(2.0) and d.unit == "pt" and d.n == 3
+    # binomial error on 360 images dominates: 2 * sqrt((.9*.1 + .92*.08) / 360) = 4.3 pt
+    assert d.high - d.value == pytest.approx(200 * ((0.9 * 0.1 + 0.92 * 0.08) / 360) ** 0.5, rel=1e-6)
+    assert verdict(d, 0.0) == "inconclusive on this machine"  # +2 pt is within the noise of 360 images
+    with pytest.raises(ValueError, match="one accuracy per seed"):
+        Measured.difference([0.9], [0.9, 0.8], 100)
+
+
+def test_exact_values_have_no_spread():
+    m = Measured.exact(0.0025)
+    assert m.low == m.high == m.value
+    assert verdict(m, 0.4) == "does not hold"
+
+
+def test_verdict_needs_a_measurement():
+    with pytest.raises(ValueError, match="at least one measurement"):
+        verdict({}, 1.0)
