@@ -1,0 +1,194 @@
+"""Diagrams of the mechanisms the chapters teach, drawn with matplotlib from the real objects
+where there is one (a NaViT packing plan, a LeViT's stage maps), so a diagram never disagrees
+with the code it explains.
+
+Each function draws into new axes and returns the figure; the chapters show it.
+"""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import patches as mpatches
+
+__all__ = ["patches_to_tokens", "levit_stages", "crossvit_branches", "packing"]
+
+TOKEN = "#6baed6"
+CLS = "#fd8d3c"
+ATTN = "#08519c"
+CONV = "#8c6d31"
+GREY = "#d9d9d9"
+
+
+def _box(ax, x, y, w, h, text="", color=GREY, fontsize=8, **kw):
+    ax.add_patch(mpatches.FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.05",
+                                         facecolor=color, edgecolor="black", lw=0.8, **kw))
+    if text:
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=fontsize)
+
+
+def _arrow(ax, x0, y0, x1, y1, color="black", text="", fontsize=7):
+    ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=dict(arrowstyle="->", color=color, lw=1.0))
+    if text:
+        ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.12, text, ha="center", va="bottom", fontsize=fontsize)
+
+
+def _canvas(width: float, height: float, xlim: float, ylim: float):
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.set_xlim(0, xlim)
+    ax.set_ylim(0, ylim)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return fig, ax
+
+
+def patches_to_tokens(grid: int = 4):
+    """A ViT from image to logits: the image cut into ``grid x grid`` patches, each flattened and
+    projected to a token, a class token prepended, positions added, L blocks of attention and MLP,
+    and the class token's head."""
+    fig, ax = _canvas(10, 3.2, 20, 6.4)
+    s = 3.2 / grid
+    rng = np.random.default_rng(0)
+    img = rng.random((grid, grid))
+    for r in range(grid):
+        for c in range(grid):
+            ax.add_patch(mpatches.Rectangle((0.4 + c * s, 1.6 + (grid - 1 - r) * s), s, s,
+                                            facecolor=plt.cm.Greys(0.25 + 0.5 * img[r, c]), edgecolor="white", lw=1.5))
+    ax.text(2.0, 5.2, f"image: {grid}x{grid} patches\nof P x P pixels", ha="center", fontsize=8)
+    _arrow(ax, 3.8, 3.2, 5.0, 3.2, text="flatten,\nproject")
+    n = grid * grid
+    y0 = 3.2 - (n + 1) * 0.17
+    _box(ax, 5.2, y0 + n * 0.34, 1.0, 0.3, "cls", CLS, fontsize=6)
+    for i in range(n):
+        _box(ax, 5.2, y0 + (n - 1 - i) * 0.34, 1.0, 0.3, "", TOKEN)
+    ax.text(5.7, y0 - 0.45, f"n = {n} + 1 tokens\nof width d", ha="center", va="top", fontsize=8)
+    _arrow(ax, 6.5, 3.2, 7.7, 3.2, text="+ positions")
+    _box(ax, 7.9, 1.3, 5.2, 3.8, "", "#f7f7f7")
+    ax.text(10.5, 4.75, "L transformer blocks", ha="center", fontsize=8)
+    _box(ax, 8.2, 2.7, 2.2, 1.6, "attention\nscores n x n\nper head", TOKEN)
+    _box(ax, 10.7, 2.7, 2.1, 1.6, "MLP\nper token", "#fdae6b")
+    _arrow(ax, 10.4, 3.5, 10.7, 3.5)
+    ax.text(10.5, 1.75, "each with a residual connection", ha="center", fontsize=7)
+    _arrow(ax, 13.1, 3.2, 14.3, 3.2, text="class\ntoken")
+    _box(ax, 14.5, 2.7, 1.8, 1.0, "head", "#74c476")
+    _arrow(ax, 16.3, 3.2, 17.5, 3.2)
+    ax.text(18.5, 3.2, "logits", ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def levit_stages(model=None, image_size: int = 224):
+    """LeViT: a stem of four stride-2 convolutions (the map shrinks 16 times), then stages of
+    attention and MLP on a feature map, separated by shrinking attention whose queries come from
+    every other position. Map sizes and widths are read from ``model`` (a vitlib LeViT; default:
+    LeViT-128S built on the meta device)."""
+    import torch
+
+    if model is None:
+        from .models import presets
+
+        with torch.device("meta"):
+            model = presets.create("LeViT-128S", image_size=image_size)
+    h = model.image_size[0] // 16
+    parts = list(model.parts())
+    dims = [stage.blocks[0].attn.to_q[0].in_channels for stage in model.backbone]
+    fig, ax = _canvas(11, 3.4, 22, 6.8)
+    _box(ax, 0.2, 2.2, 2.2, 2.2, f"image\n{model.image_size[0]} px", GREY)
+    _arrow(ax, 2.4, 3.3, 3.2, 3.3)
+    for i, w in enumerate((*model.stem_widths, dims[0])):
+        _box(ax, 3.3 + i * 0.55, 2.0 + i * 0.1, 0.45, 2.6 - i * 0.2, "", CONV, alpha=0.5 + 0.12 * i)
+    ax.text(4.3, 1.55, "stem: 4 conv 3x3,\nstride 2", ha="center", va="top", fontsize=7)
+    ax.text(4.3, 5.1, "widths " + ", ".join(str(w) for w in (*model.stem_widths, dims[0])), ha="center", fontsize=7)
+    x = 5.8
+    size = h
+    stage = 0
+    for label, stage_mod, width in zip(parts[1:-1], model.backbone, dims):
+        if label.startswith("shrink"):
+            _arrow(ax, x, 3.3, x + 1.6, 3.3, color=ATTN, text="shrinking\nattention")
+            ax.text(x + 0.8, 2.7, "queries at\nstride 2", ha="center", va="top", fontsize=6, color=ATTN)
+            x += 1.8
+            size = (size + 1) // 2
+        else:
+            side = 0.35 + 2.6 * size / h
+            stage += 1
+            _box(ax, x, 3.3 - side / 2, side, side, "", TOKEN)
+            ax.text(x + side / 2, 3.3, f"{size}x{size}", ha="center", va="center", fontsize=7)
+            ax.text(x + side / 2, 3.3 + side / 2 + 0.25, f"stage {stage}: {len(stage_mod.blocks)} blocks\n"
+                    f"width {width}, {size * size} tokens", ha="center", va="bottom", fontsize=6.5)
+            x += side + 0.3
+    _arrow(ax, x, 3.3, x + 0.8, 3.3, text="mean")
+    _box(ax, x + 0.9, 2.8, 1.6, 1.0, "head", "#74c476")
+    ax.text(11, 0.4, "inside a stage every token attends to every token of that stage: "
+            "(tokens)^2 scores per head", ha="center", fontsize=7.5, color=ATTN)
+    fig.tight_layout()
+    return fig
+
+
+def crossvit_branches(sm_tokens: int = 16, lg_tokens: int = 4):
+    """CrossViT: two branches of the same image, small patches (many narrow tokens) and large
+    patches (few wide tokens); each branch's class token attends to the other branch's patch
+    tokens (one query: linear in tokens), then the branches' logits are summed."""
+    fig, ax = _canvas(10, 3.6, 20, 7.2)
+    _box(ax, 0.2, 2.6, 2.0, 2.0, "image", GREY)
+    rows = ((5.4, sm_tokens, "small patches", 0.28), (1.2, lg_tokens, "large patches", 0.6))
+    for y, n, label, width in rows:
+        _arrow(ax, 2.2, 3.6, 3.3, y + 0.3)
+        _box(ax, 3.4, y, width, 0.6, "", CLS)
+        for i in range(n):
+            _box(ax, 3.4 + (i + 1) * (width + 0.04), y, width, 0.6, "", TOKEN)
+        ax.text(3.4, y + 0.85, f"{label}: 1 + {n} tokens", fontsize=7)
+        _arrow(ax, 3.4 + (n + 1) * (width + 0.04) + 0.1, y + 0.3, 9.3, y + 0.3)
+        _box(ax, 9.4, y - 0.1, 2.8, 0.8, "encoder\n(self-attention)", "#f7f7f7", fontsize=7)
+        _arrow(ax, 12.2, y + 0.3, 16.4, 3.5)
+    _arrow(ax, 10.5, 5.3, 10.5, 2.0, color=ATTN)
+    _arrow(ax, 11.1, 2.0, 11.1, 5.3, color=ATTN)
+    ax.text(11.5, 3.65, "class tokens cross-attend:\n1 query x (1 + N) keys\nof the other branch,\nlinear in N",
+            fontsize=7, color=ATTN, va="center")
+    _box(ax, 16.5, 3.0, 2.8, 1.0, "sum of the two\nheads' logits", "#74c476", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def packing(plan, sizes=None, title: str = ""):
+    """A NaViT packing plan (:class:`~vitlib.models.na_vit.PackPlan`): left, each sequence's slots
+    coloured by image (grey: padding); right, the block-diagonal attention mask of each sequence
+    (a token attends to its own image only). One colour per image, with a legend."""
+    groups = [list(g) for g in plan.groups]
+    images = [i for g in groups for i in g]
+    cmap = plt.get_cmap("tab10" if len(images) <= 10 else "tab20")
+    colours = {img: cmap(k % cmap.N) for k, img in enumerate(sorted(images))}
+    seq_len = plan.ids.shape[1]
+    fig, axes = plt.subplots(1, 1 + len(groups), figsize=(3.2 + 2.4 * len(groups), 2.8),
+                             gridspec_kw={"width_ratios": [1.6] + [1] * len(groups)})
+    slots = axes[0]
+    for g, (ids, group) in enumerate(zip(plan.ids.tolist(), groups)):
+        for s, local in enumerate(ids):
+            colour = GREY if local < 0 else colours[group[local]]
+            slots.add_patch(mpatches.Rectangle((s, len(groups) - 1 - g), 1, 0.8, facecolor=colour,
+                                               edgecolor="white", lw=0.5))
+    slots.set(xlim=(0, seq_len), ylim=(-0.2, len(groups)), xlabel="slot", title="sequences (rows) and their slots")
+    slots.set_yticks([len(groups) - 1 - g + 0.4 for g in range(len(groups))], [f"seq {g}" for g in range(len(groups))])
+    for g, (ax, ids, group) in enumerate(zip(axes[1:], plan.ids.tolist(), groups)):
+        ids = np.array(ids)
+        rgb = np.ones((seq_len, seq_len, 3))
+        same = (ids[:, None] == ids[None, :])
+        for local, img in enumerate(group):
+            rgb[(ids[:, None] == local) & (ids[None, :] == local)] = colours[img][:3]
+        rgb[same & (ids[:, None] < 0)] = mcolor(GREY)
+        ax.imshow(rgb, interpolation="nearest")
+        ax.set(title=f"mask of seq {g}", xlabel="key slot", ylabel="query slot" if g == 0 else "")
+        ax.set_xticks([]), ax.set_yticks([])
+    labels = [f"image {img}" + (f" ({sizes[img][0]}x{sizes[img][1]})" if sizes is not None else "")
+              + f", {plan.lengths[img]} tokens" for img in sorted(images)]
+    handles = [mpatches.Patch(color=colours[img], label=lab) for img, lab in zip(sorted(images), labels)]
+    handles.append(mpatches.Patch(color=GREY, label="padding"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=7, frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.12 + 0.05 * (len(handles) // 4), 1, 1))
+    return fig
+
+
+def mcolor(name: str):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(name)
