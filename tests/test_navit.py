@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 import pickle
 import random
 import warnings
@@ -13,7 +14,15 @@ import vitlib
 from vitlib import NaViT, NaViTNested, bench
 from vitlib.convert import from_vit_pytorch
 from vitlib.layers import Attention, HeadRMSNorm
-from vitlib.models.na_vit import _shuffle_within, pack_greedy, pack_plan, pack_sequences, padding_fraction
+from vitlib.models.na_vit import (
+    _shuffle_within,
+    kept_tokens,
+    max_kept_tokens,
+    pack_greedy,
+    pack_plan,
+    pack_sequences,
+    padding_fraction,
+)
 
 pytestmark = [
     pytest.mark.usefixtures("one_thread"),
@@ -248,8 +257,11 @@ def test_token_dropout_keeps_the_expected_tokens_of_each_image_before_the_projec
     model = build(token_dropout_prob=rate).train()
     imgs = images()
     counts = [(h // 8) * (w // 8) for h, w in SIZES]
-    expected = [max(1, int(n * (1 - rate(h, w)))) for n, (h, w) in zip(counts, SIZES)]
+    torch.manual_seed(0)
+    draws = torch.rand(len(SIZES)).tolist()
+    expected = [kept_tokens(n, rate(h, w), u) for n, (h, w), u in zip(counts, SIZES, draws)]
     assert expected != counts
+    torch.manual_seed(0)
     patches, plan = model.prepare(imgs, group_images=True, group_max_seq_len=None)
     assert list(plan.lengths) == expected
     assert int((plan.ids >= 0).sum()) == sum(expected)
@@ -258,6 +270,7 @@ def test_token_dropout_keeps_the_expected_tokens_of_each_image_before_the_projec
     assert torch.equal(plan.image_of_token[chosen], torch.arange(len(imgs)).repeat_interleave(torch.tensor(expected)))
     seen = []
     hook = model.patch_embedding.proj.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[0]))
+    torch.manual_seed(0)  # the same draws as above
     model(imgs, group_images=True)
     model.eval()
     model(imgs, group_images=True)
@@ -430,3 +443,13 @@ def test_navit_suite_writes_its_figures(tmp_path, capsys):
     assert {"median_s", "iqr_s", "images_per_s"} <= set(data["timings"]["vit padded"])
     assert data["provenance"]["threads"] == 1
     assert "packed_vs_padded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("tokens,rate", [(4, 0.3), (16, 0.1), (196, 0.25), (49, 0.5), (3, 0.9)])
+def test_kept_tokens_apply_the_nominal_rate_in_expectation(tokens, rate):
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.rand(20000, generator=gen).tolist()
+    kept = [kept_tokens(tokens, rate, u) for u in draws]
+    assert set(kept) <= {math.floor(tokens * (1 - rate)), max_kept_tokens(tokens, rate)} | {1}
+    if tokens * (1 - rate) >= 1:  # truncation, vit-pytorch's rule, would keep 2 of 4 at rate 0.3: rate 0.5
+        assert abs(sum(kept) / len(kept) - tokens * (1 - rate)) < 0.02

@@ -790,9 +790,11 @@ def pad_images(images: list[torch.Tensor], size: tuple[int, int] | None = None) 
 
 def navit_token_counts(images: list[torch.Tensor], patch_size: int, token_dropout: float = 0.0) -> list[int]:
     """Tokens per image at ``patch_size``, after token dropout at rate ``token_dropout`` (NaViT's rule:
-    ``max(1, int(n * (1 - rate)))``)."""
+    the most :func:`~vitlib.models.na_vit.kept_tokens` can keep, ``ceil(n * (1 - rate))``)."""
     counts = [(img.shape[-2] // patch_size) * (img.shape[-1] // patch_size) for img in images]
-    return [max(1, int(n * (1.0 - token_dropout))) for n in counts]
+    from .models.na_vit import max_kept_tokens
+
+    return [max_kept_tokens(n, token_dropout) for n in counts]
 
 
 def packing_padding(lengths: list[int], max_lens: Iterable[int | None] = (None,)) -> list[dict]:

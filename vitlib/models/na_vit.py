@@ -42,6 +42,7 @@ vit-pytorch's packed NaViT does not scale them (converting folds the factor into
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, fields
 from typing import Callable, Sequence, Union
 
@@ -57,6 +58,8 @@ __all__ = [
     "FactorisedPosEmb2d",
     "PackPlan",
     "pack_plan",
+    "kept_tokens",
+    "max_kept_tokens",
     "pack_sequences",
     "pack_greedy",
     "padding_fraction",
@@ -65,6 +68,27 @@ __all__ = [
 #: A token-dropout rate: a probability, a function ``(height, width) -> probability`` of an image's
 #: size in pixels, or None (no token dropout).
 DropRate = Union[float, Callable[[int, int], float], None]
+
+
+# ----- token dropout: how many tokens an image keeps ----------------------------------------------
+
+
+def kept_tokens(tokens: int, rate: float, u: float) -> int:
+    """Tokens an image of ``tokens`` patches keeps under token dropout at ``rate``, given ``u``
+    drawn uniformly from [0, 1): ``floor(tokens * (1 - rate) + u)``, at least 1.
+
+    Rounding at random this way makes the applied rate the nominal one in expectation: an image of
+    4 tokens at rate 0.3 keeps 3 tokens 80% of the time and 2 otherwise, 2.8 on average, where
+    truncating (``int(4 * 0.7)``, vit-pytorch's rule) always keeps 2, a rate of 0.5. Only an image
+    so small that it would keep less than one token on average keeps more than the nominal share.
+    """
+    return max(1, min(tokens, math.floor(tokens * (1.0 - rate) + u)))
+
+
+def max_kept_tokens(tokens: int, rate: float) -> int:
+    """The most tokens :func:`kept_tokens` can keep: ``ceil(tokens * (1 - rate))``, at least 1 (a
+    bound for ``group_max_seq_len``)."""
+    return max(1, min(tokens, math.ceil(tokens * (1.0 - rate))))
 
 
 # ----- packing (pure functions of the lengths) ---------------------------------------------------
@@ -318,8 +342,9 @@ class NaViT(VisionModel):
     small images waste time: on CPU a length near the longest image's token count is fastest.
 
     ``token_dropout_prob`` (training only): a probability, or a function of an image's height and
-    width in pixels returning one. Image ``i`` keeps ``max(1, int(tokens_i * (1 - p)))`` tokens,
-    chosen at random, before the patch projection. Given as a number, the model pickles; a
+    width in pixels returning one. Image ``i`` keeps :func:`kept_tokens` of its tokens (the
+    nominal share in expectation, rounded at random, at least one), chosen at random, before the
+    patch projection. Given as a number, the model pickles; a
     function given here must itself be picklable for the model to be (a lambda is not).
     ``qk_rmsnorm=False`` removes the query-key normalisation (an option of vit-pytorch's nested
     NaViT).
@@ -462,7 +487,8 @@ class NaViT(VisionModel):
         counts = [gh * gw for gh, gw in grids]
         if not self.training or self.token_dropout_prob is None:
             return counts
-        return [max(1, int(n * (1.0 - self.drop_rate(*img.shape[-2:])))) for n, img in zip(counts, images)]
+        draws = torch.rand(len(images)).tolist()  # the host's generator: no wait for the device
+        return [kept_tokens(n, self.drop_rate(*img.shape[-2:]), u) for n, img, u in zip(counts, images, draws)]
 
     @torch.compiler.disable
     def prepare(
