@@ -25,7 +25,7 @@ from .counting import (
     parameters_by_component,
     sequence_length,
 )
-from .provenance import provenance
+from .provenance import device_name, provenance
 from .timing import (
     Timing,
     batch_and_device,
@@ -65,6 +65,7 @@ __all__ = [
     "block_time_split",
     "format_table",
     "provenance",
+    "device_name",
     "SUITES",
     "register_suite",
     "load_suites",

@@ -11,10 +11,12 @@ import torch
 
 from .timing import default_threads
 
-__all__ = ["provenance"]
+__all__ = ["provenance", "device_name"]
 
 
-def _device_name(device: torch.device) -> str:
+def device_name(device: torch.device | str) -> str:
+    """The device's name: the GPU's, or the CPU model and its logical CPUs."""
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     name = platform.processor() or platform.machine()
@@ -54,7 +56,7 @@ def provenance(device: torch.device | str = "cpu", threads: int | None = None) -
         tv = None
     return {
         "device": str(device),
-        "device_name": _device_name(device),
+        "device_name": device_name(device),
         "threads": threads or default_threads(),
         "torch": torch.__version__,
         "torchvision": tv,
