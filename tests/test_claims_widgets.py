@@ -1,5 +1,4 @@
 import pytest
-import torch
 
 from vitlib import widgets
 from vitlib.bench import comparison
