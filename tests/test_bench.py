@@ -1,5 +1,3 @@
-import json
-
 import pytest
 import torch
 from torch import nn
@@ -118,21 +116,39 @@ def test_scaling_sweep_tokens_grow_quadratically_in_scores():
     assert (df["median_ms"] > 0).all()
 
 
-@pytest.fixture
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+def test_sequence_length_is_recorded_from_the_attention():
+    assert bench.sequence_length(ViT(**CFG), torch.randn(1, 3, 16, 16)) == 17  # 16 patches and a class token
+    assert bench.sequence_length(SimpleViT(**CFG), torch.randn(1, 3, 16, 16)) == 16
+    with pytest.raises(ValueError, match="computed no attention"):
+        bench.sequence_length(SimpleViT(**CFG).transformer.blocks[0].ff, torch.randn(1, 4, 32))
 
 
-def test_cli_writes_figures_and_provenance(tmp_path, capsys, restore_threads):
-    out = tmp_path / "sub" / "anatomy.json"
-    assert bench.main(["anatomy", "--json", str(out), "--batch", "2", "--rounds", "1", "--min-run-time", "0.01",
-                       "--threads", "1"]) == 0
-    data = json.loads(out.read_text())
-    assert data["suite"] == "anatomy"
-    assert data["params"]["ViT"] > data["params"]["SimpleViT"] > 0
-    assert data["simple_vit_inference_speedup"] > 0
-    assert {"device", "torch", "date", "commit", "threads"} <= set(data["provenance"])
-    assert data["provenance"]["threads"] == 1
-    assert "SimpleViT" in capsys.readouterr().out
+def test_eval_mode_restores_a_submodule_left_in_another_mode():
+    model = ViT(**CFG).train()
+    model.transformer.eval()  # e.g. a frozen, evaluated backbone under a training head
+    bench.count_flops(model, torch.randn(1, 3, 16, 16))
+    assert model.training and model.head.training and not model.transformer.training
+    assert not any(m.training for m in model.transformer.modules())
+
+
+def test_train_step_checks_the_labels_against_the_model():
+    model = SimpleViT(**CFG)
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"labels must be 2 class indices in \[0, 10\).*received 2 labels in \[0, 12\]"):
+        bench.train_step_fn(model, x, torch.tensor([0, 12]))
+    with pytest.raises(ValueError, match="received 3 labels"):
+        bench.measure_train_step(model, x, torch.tensor([0, 1, 2]))
+
+
+def test_suites_register_by_name_once():
+    suites = bench.load_suites()
+    assert {"anatomy", "train", "navit"} <= set(suites)
+    assert bench.register_suite("anatomy")(suites["anatomy"]) is suites["anatomy"]  # the same function again
+
+    def anatomy(args):
+        return {}
+
+    with pytest.raises(ValueError, match="suite 'anatomy' is already registered by vitlib.studies.anatomy"):
+        bench.register_suite("anatomy")(anatomy)
+    with pytest.raises(ValueError, match="non-empty string"):
+        bench.register_suite("")

@@ -1,5 +1,4 @@
 import copy
-import json
 import math
 import pickle
 import random
@@ -11,7 +10,7 @@ from vit_pytorch.na_vit import NaViT as VPNaViT
 from vit_pytorch.na_vit_nested_tensor import NaViT as VPNaViTNested
 
 import vitlib
-from vitlib import NaViT, NaViTNested, bench
+from vitlib import NaViT, NaViTNested
 from vitlib.convert import from_vit_pytorch
 from vitlib.layers import Attention, HeadRMSNorm
 from vitlib.models.na_vit import (
@@ -386,63 +385,6 @@ def test_nested_names_its_limits():
         quantised(imgs)
     with pytest.raises(ValueError, match="flat list"):
         model([imgs[:2], imgs[2:]])
-
-
-# ----- benchmark plumbing ------------------------------------------------------------------------
-
-
-def test_workload_is_reproducible_and_pads_to_the_largest_size():
-    imgs, labels = bench.navit_workload(6, sizes=[(16, 8), 24], num_classes=4, seed=3)
-    again, labels2 = bench.navit_workload(6, sizes=[(16, 8), 24], num_classes=4, seed=3)
-    assert all(torch.equal(a, b) for a, b in zip(imgs, again)) and torch.equal(labels, labels2)
-    assert {tuple(i.shape[-2:]) for i in imgs} <= {(16, 8), (24, 24)} and labels.max() < 4
-    batch = bench.pad_images(imgs)
-    assert batch.shape == (6, 3, 24, 24)
-    for img, padded in zip(imgs, batch):
-        h, w = img.shape[-2:]
-        assert torch.equal(padded[:, :h, :w], img) and padded.abs().sum() == img.abs().sum()
-
-
-def test_packing_padding_reports_both_packers():
-    rows = bench.packing_padding([6, 5, 5, 4], (None, 10))
-    assert rows[0]["max_len"] == 6 and rows[1]["max_len"] == 10
-    assert rows[1]["padding_ours"] == 0.0 and rows[1]["sequences_greedy"] == 3
-
-
-TINY = dict(patch_size=8, num_classes=3, dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32)
-
-
-def test_comparison_and_sweep_plumbing():
-    imgs, labels = bench.navit_workload(4, sizes=[8, 16, (16, 24)], num_classes=3)
-    res = bench.navit_packed_vs_padded(imgs, labels, config=TINY, rounds=1, min_run_time=0.01, warmup=1)
-    assert res["packed_vs_padded"] > 0 and res["vit_pytorch_packed_vs_padded"] > 0
-    assert res["vit_pytorch_skipped"] is None
-    timings = res["comparison"]["timings"]
-    assert set(timings) == {"navit (token dropout 0)", "vit padded", "vit-pytorch navit"}
-    assert res["comparison"]["tokens"]["vit padded"] == 4 * (2 * 3 + 1)
-    df = bench.token_dropout_sweep([0.0, 0.5], imgs, labels, config=TINY, rounds=1, min_run_time=0.01, warmup=1)
-    assert list(df["rate"]) == [0.0, 0.5] and df["speedup"].iloc[0] == 1.0
-    counts = bench.navit_token_counts(imgs, 8)
-    assert list(df["tokens"]) == [sum(counts), sum(max(1, n // 2) for n in counts)]
-    assert (df["median_ms"] > 0).all()
-
-
-def test_navit_suite_writes_its_figures(tmp_path, capsys):
-    threads = torch.get_num_threads()
-    out = tmp_path / "navit.json"
-    try:
-        assert bench.main(["navit", "--json", str(out), "--batch", "2", "--rounds", "1", "--min-run-time", "0.01",
-                           "--threads", "1"]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    data = json.loads(out.read_text())
-    for key in ("packed_vs_padded", "dropout50_step_speedup", "vit_pytorch_packed_vs_padded",
-                "padding_fraction_ours", "padding_fraction_greedy"):
-        assert isinstance(data[key], float), key
-    assert data["padding_fraction_ours"] <= data["padding_fraction_greedy"]
-    assert {"median_s", "iqr_s", "images_per_s"} <= set(data["timings"]["vit padded"])
-    assert data["provenance"]["threads"] == 1
-    assert "packed_vs_padded" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("tokens,rate", [(4, 0.3), (16, 0.1), (196, 0.25), (49, 0.5), (3, 0.9)])

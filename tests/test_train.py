@@ -175,18 +175,6 @@ def test_cli_trains_other_families_from_their_recipes(tmp_path, capsys):
     assert "--patch-size applies to vit and simple_vit" in capsys.readouterr().err
 
 
-def test_bench_train_suite_reports_figures(tmp_path, monkeypatch):
-    from vitlib import bench
-
-    monkeypatch.setitem(vtrain.QUICK_RECIPE["fit"], "epochs", 1)
-    out = tmp_path / "train.json"
-    assert bench.main(["train", "--json", str(out)]) == 0
-    figures = json.loads(out.read_text())
-    assert figures["model"] == "SimpleViT" and figures["dataset"] == "digits"
-    assert 0.0 <= figures["accuracy"] <= 1.0 and figures["wall_s"] > 0
-    assert not math.isnan(figures["accuracy"])
-
-
 # ----- the loss hook and forward keywords ------------------------------------------------------
 
 

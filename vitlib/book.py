@@ -100,9 +100,9 @@ def setup(seed: int = 0, quiet: bool = False) -> BookSetup:
     seed_everything(seed)
     threads = torch.get_num_threads()
     if not quiet:
-        from .bench import _device_name
+        from .bench import device_name
 
-        print(f"device: {device} ({_device_name(device)}); torch uses {threads} CPU threads")
+        print(f"device: {device} ({device_name(device)}); torch uses {threads} CPU threads")
         other = "full" if mode == "quick" else "quick"
         print(f"mode:   {mode} (chosen by {reason}; set VITLIB_MODE={other} for the other mode)")
         print(f"seed:   {seed}")

@@ -1,18 +1,24 @@
-"""ipywidgets front-ends over :mod:`vitlib.bench`, and the plots they draw.
+"""ipywidgets front-ends over :mod:`vitlib.bench` and :mod:`vitlib.studies`, and the plots they draw.
 
 Each widget's plot is an ordinary function too, so a chapter can draw the default setting as a
-static figure that the HTML book shows without a kernel.
+static figure that the HTML book shows without a kernel. Models come from the presets by name
+(:mod:`vitlib.models.presets`) and are asked for their input and parts.
 """
 from __future__ import annotations
 
+import math
+from typing import Mapping
+
 import torch
 
-from .bench import count_parameters, flops_by_component, part_table
-from .models import SimpleViT, ViT, presets
+from .bench import count_parameters, flops_by_component, part_table, sequence_length
+from .models import MODELS, presets
+from .studies.lightweight import HEADS_MEANING, compare_configs, resolve_config, sizing_config
+from .studies.navit import token_dropout_sweep
 
-__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "measure_config", "plot_against_base",
-           "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
-           "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves"]
+__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "plot_against_base", "sizing_explorer",
+           "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer", "plot_dropout_sweep",
+           "token_dropout_explorer", "plot_training_curves"]
 
 COMPONENT_COLOURS = {
     "patch embedding": "#8c6d31",
@@ -24,15 +30,16 @@ COMPONENT_COLOURS = {
 }
 
 
-def meta_breakdown(model_cls=ViT, **config) -> tuple[dict[str, int], int, int]:
-    """FLOPs per component for one image, parameter count and token count, computed on the
-    ``meta`` device: no memory is allocated and nothing is computed, so any size is instant."""
+def meta_breakdown(preset: str | Mapping, *, family: str | None = None,
+                   **overrides) -> tuple[dict[str, int], int, int]:
+    """FLOPs per component for one image, parameter count and token count of the preset ``preset``
+    (e.g. ``"ViT-B/16"``, or a configuration dictionary) with ``overrides``, built as ``family``
+    (default: the preset's own), on the ``meta`` device: no memory is allocated and nothing is computed, so any size is instant."""
+    family, config = resolve_config(preset, family)
     with torch.device("meta"):
-        model = model_cls(**config)
-    h, w = model.patch_embedding.image_size
-    x = torch.empty(1, model.patch_embedding.channels, h, w, device="meta")
-    tokens = model.patch_embedding.num_patches + (1 if getattr(model, "pool", "mean") == "cls" else 0)
-    return flops_by_component(model, x), count_parameters(model), tokens
+        model = MODELS[family](**{**config, **overrides})
+    x = model.example_input(1)
+    return flops_by_component(model, x), count_parameters(model), sequence_length(model, x)
 
 
 def plot_flops_breakdown(ax, breakdown: dict[str, int], title: str = "") -> None:
@@ -49,29 +56,38 @@ def plot_flops_breakdown(ax, breakdown: dict[str, int], title: str = "") -> None
     ax.set_title(title)
 
 
-def flops_explorer(image_size: int = 32, patch_size: int = 4, dim: int = 128, depth: int = 4,
-                   heads: int = 4, mlp_ratio: int = 2):
-    """Sliders over image size, patch size, width and depth; the FLOPs split redraws at once."""
+def flops_explorer(preset: str = "ViT-B/16", **overrides):
+    """Sliders over image size, patch size, width and depth of the preset ``preset`` (with
+    ``overrides``), and a switch between ViT and SimpleViT; the FLOPs split redraws at once. The
+    heads stay the preset's (:data:`~vitlib.studies.lightweight.HEADS_MEANING`)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
+    _, base = resolve_config(preset)
+    base = sizing_config(base, **overrides)
+    heads = base["heads"]
+    step = heads * 32 // math.gcd(heads, 32)  # widths that split evenly into the heads
     style = {"description_width": "90px"}
     controls = {
-        "image_size": w.IntSlider(value=image_size, min=16, max=512, step=16, description="image size", style=style),
-        "patch_size": w.Dropdown(options=[2, 4, 8, 16, 32], value=patch_size, description="patch size", style=style),
-        "dim": w.IntSlider(value=dim, min=64, max=1024, step=64, description="dim", style=style),
-        "depth": w.IntSlider(value=depth, min=1, max=24, description="depth", style=style),
+        "image_size": w.IntSlider(value=base["image_size"], min=16, max=512, step=16, description="image size",
+                                  style=style),
+        "patch_size": w.Dropdown(options=sorted({2, 4, 8, 16, 32, base["patch_size"]}), value=base["patch_size"],
+                                 description="patch size", style=style),
+        "dim": w.IntSlider(value=base["dim"], min=step, max=max(1024, 2 * base["dim"]) // step * step, step=step,
+                           description="dim", style=style),
+        "depth": w.IntSlider(value=base["depth"], min=1, max=max(24, base["depth"]), description="depth", style=style),
         "model": w.ToggleButtons(options=["ViT", "SimpleViT"], value="ViT", style=style),
     }
+    ratio = base["mlp_dim"] / base["dim"]
 
     def draw(image_size, patch_size, dim, depth, model):
         if image_size % patch_size:
             print(f"image size {image_size} is not divisible by patch size {patch_size}")
             return
-        cls = ViT if model == "ViT" else SimpleViT
-        cfg = dict(image_size=image_size, patch_size=patch_size, num_classes=1000, dim=dim, depth=depth,
-                   heads=heads, dim_head=dim // heads, mlp_dim=mlp_ratio * dim)
-        breakdown, params, tokens = meta_breakdown(cls, **cfg)
+        family = "vit" if model == "ViT" else "simple_vit"
+        cfg = sizing_config(base, image_size=image_size, patch_size=patch_size, dim=dim, depth=depth,
+                            mlp_dim=round(ratio * dim))
+        breakdown, params, tokens = meta_breakdown(cfg, family=family)
         fig, ax = plt.subplots(figsize=(7, 2.8))
         plot_flops_breakdown(ax, breakdown, f"{model}: {tokens} tokens, {params / 1e6:.1f}M parameters, "
                                             f"{sum(breakdown.values()) / 1e9:.2f} GFLOPs")
@@ -81,23 +97,13 @@ def flops_explorer(image_size: int = 32, patch_size: int = 4, dim: int = 128, de
     return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
 
 
-def measure_config(model_cls, config: dict, *, batch: int = 16, device: torch.device | str = "cpu",
-                   min_run_time: float = 0.2) -> dict:
-    """Parameters, forward GFLOPs per image and measured inference latency (median ms per batch)
-    of ``model_cls(**config)`` on ``device``."""
-    from .bench import count_flops, measure_inference
-
-    model = model_cls(**config).to(device).eval()
-    h, w = model.patch_embedding.image_size
-    x = torch.randn(batch, model.patch_embedding.channels, h, w, device=device)
-    t = measure_inference(model, x, min_run_time=min_run_time)
-    return {"params": count_parameters(model), "gflops": count_flops(model, x[:1]) / 1e9, "ms": t.median * 1e3}
-
-
-def plot_against_base(ax, base: dict, current: dict, title: str = "") -> None:
-    """Bars of params, GFLOPs and latency of ``current`` as multiples of ``base``."""
-    keys = [("params", "parameters"), ("gflops", "FLOPs"), ("ms", "latency (measured)")]
-    ratios = [current[k] / base[k] for k, _ in keys]
+def plot_against_base(ax, table, title: str = "") -> None:
+    """Bars of the variant's parameters, GFLOPs and latency as multiples of the base's, from one
+    :func:`~vitlib.studies.lightweight.compare_configs` table (the latency ratio comes from the
+    same interleaved rounds)."""
+    base, variant = table.loc["base"], table.loc["variant"]
+    keys = [("params", "parameters"), ("gflops", "FLOPs"), ("median_ms", "latency (measured)")]
+    ratios = [variant[k] / base[k] for k, _ in keys]
     ax.bar([label for _, label in keys], ratios, color=["#74c476", "#fd8d3c", "#08519c"])
     ax.axhline(1.0, color="grey", lw=0.8)
     for i, r in enumerate(ratios):
@@ -107,43 +113,52 @@ def plot_against_base(ax, base: dict, current: dict, title: str = "") -> None:
     ax.set_title(title)
 
 
-def sizing_explorer(base: dict, *, model_cls=SimpleViT, batch: int = 16, device: torch.device | str = "cpu",
-                    min_run_time: float = 0.2):
-    """Sliders over dim, depth, heads, MLP width and patch size. Each change builds the model and
-    re-measures its latency on ``device`` (a fraction of a second), next to ``base``."""
+def sizing_explorer(base: str | Mapping, *, family: str | None = None, batch: int = 16,
+                    device: torch.device | str = "cpu", rounds: int = 2, min_run_time: float = 0.2):
+    """Sliders over dim, depth, heads, MLP width and patch size of ``base`` (a preset name or a
+    configuration; ``family`` default: the preset's, or SimpleViT). Each change builds the variant
+    and measures it against the base in one interleaved comparison on ``device`` (a second or
+    two). Heads split the width: ``dim_head = dim // heads`` (:func:`~vitlib.studies.lightweight.sizing_config`)."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
-    base_figures = measure_config(model_cls, base, batch=batch, device=device, min_run_time=min_run_time)
+    family, base = resolve_config(base, family)
     side = base["image_size"] if isinstance(base["image_size"], int) else min(base["image_size"])
     patches = [p for p in (1, 2, 4, 8, 16, 32) if side % p == 0 and p <= side]
     style = {"description_width": "80px"}
     controls = {
-        "dim": w.IntSlider(value=base["dim"], min=32, max=512, step=32, description="dim", style=style,
-                           continuous_update=False),
-        "depth": w.IntSlider(value=base["depth"], min=1, max=12, description="depth", style=style,
-                             continuous_update=False),
+        "dim": w.IntSlider(value=base["dim"], min=32, max=max(512, base["dim"]), step=32, description="dim",
+                           style=style, continuous_update=False),
+        "depth": w.IntSlider(value=base["depth"], min=1, max=max(12, base["depth"]), description="depth",
+                             style=style, continuous_update=False),
         "heads": w.IntSlider(value=base["heads"], min=1, max=16, description="heads", style=style,
                              continuous_update=False),
-        "mlp_dim": w.IntSlider(value=base["mlp_dim"], min=32, max=2048, step=32, description="mlp_dim",
-                               style=style, continuous_update=False),
+        "mlp_dim": w.IntSlider(value=base["mlp_dim"], min=32, max=max(2048, base["mlp_dim"]), step=32,
+                               description="mlp_dim", style=style, continuous_update=False),
         "patch_size": w.Dropdown(options=patches, value=base["patch_size"], description="patch size", style=style),
     }
 
-    def draw(**changes):
-        config = {**base, **changes}
-        if config["dim"] % 4:
+    def draw(**values):
+        changes = {k: v for k, v in values.items() if v != base[k]}
+        if family == "simple_vit" and values["dim"] % 4:
             print("dim must be a multiple of 4 for the sin-cos table")
             return
-        current = measure_config(model_cls, config, batch=batch, device=device, min_run_time=min_run_time)
+        try:
+            variant = sizing_config(base, **changes)
+        except ValueError as err:  # a width that does not split into the heads
+            print(err)
+            return
+        table = compare_configs(base, variant, family=family, batch=batch, device=device, rounds=rounds,
+                                min_run_time=min_run_time)
+        v = table.loc["variant"]
         fig, ax = plt.subplots(figsize=(6, 3))
-        plot_against_base(ax, base_figures, current,
-                          f"{current['params'] / 1e6:.2f}M params, {current['gflops']:.3f} GFLOPs, "
-                          f"{current['ms']:.1f} ms per batch of {batch}")
+        plot_against_base(ax, table, f"{v['params'] / 1e6:.2f}M params, {v['gflops']:.3f} GFLOPs, "
+                                     f"{v['median_ms']:.1f} ms per batch of {batch}")
         plt.show()
 
     out = w.interactive_output(draw, controls)
-    return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
+    note = w.HTML(f"<small>{HEADS_MEANING}; base and variant timed interleaved</small>")
+    return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), note, out])
 
 
 def meta_parts(preset: str, **overrides):
@@ -236,38 +251,38 @@ def crossvit_explorer(image_size: int = 240, preset: str = "CrossViT-S"):
 
 
 def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
-    """Measured training-step speed-up against the token-dropout rate (a
-    :func:`vitlib.bench.token_dropout_sweep` table), beside the ideal ``1 / (1 - rate)``: the
+    """Measured training-step speed-up against ``token_dropout_prob`` (a
+    :func:`vitlib.studies.navit.token_dropout_sweep` table), beside the ideal ``1 / (1 - p)``: the
     factor by which the tokens shrink."""
     import numpy as np
 
-    rates = sweep["rate"].to_numpy(dtype=float)
-    fine = np.linspace(0, rates.max(), 50)
-    ax.plot(fine, 1 / (1 - fine), ":", color="grey", label="tokens kept: 1 / (1 - rate)")
-    ax.plot(rates, sweep["speedup"], "o-", color="#08519c", label="training step (measured)")
-    ax.set_xlabel("token dropout rate")
-    ax.set_ylabel("speed-up over rate 0")
+    probs = sweep["token_dropout_prob"].to_numpy(dtype=float)
+    fine = np.linspace(0, probs.max(), 50)
+    ax.plot(fine, 1 / (1 - fine), ":", color="grey", label="tokens kept: 1 / (1 - p)")
+    ax.plot(probs, sweep["speedup"], "o-", color="#08519c", label="training step (measured)")
+    ax.set_xlabel("token_dropout_prob")
+    ax.set_ylabel("speed-up over p = 0")
     ax.legend()
     ax.set_title(title)
 
 
 def token_dropout_explorer(images, labels, config: dict, *, device: torch.device | str = "cpu",
                            min_run_time: float = 0.1):
-    """A slider over NaViT's token-dropout rate: each change times a training step at that rate
-    and at rate 0 on ``images`` (interleaved, one round) and shows the kept tokens and the two times."""
+    """A slider over NaViT's ``token_dropout_prob``: each change times a training step at that
+    probability and at 0 on ``images`` (interleaved, one round) and shows the kept tokens and the
+    two times."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
 
-    from .bench import token_dropout_sweep
+    slider = w.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.1, description="token_dropout_prob",
+                           style={"description_width": "130px"}, continuous_update=False)
 
-    slider = w.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.1, description="dropout rate",
-                           style={"description_width": "90px"}, continuous_update=False)
-
-    def draw(rate):
-        sweep = token_dropout_sweep([0.0, rate] if rate else [0.0], images, labels, config=config, rounds=1,
+    def draw(token_dropout_prob):
+        p = token_dropout_prob
+        sweep = token_dropout_sweep([0.0, p] if p else [0.0], images, labels, config=config, rounds=1,
                                     min_run_time=min_run_time, warmup=1, device=device)
         fig, ax = plt.subplots(figsize=(6, 2.6))
-        labels_ = [f"rate {r:g}" for r in sweep["rate"]]
+        labels_ = [f"p = {r:g}" for r in sweep["token_dropout_prob"]]
         ax.barh(labels_, sweep["median_ms"], color=["#bdbdbd", "#08519c"][: len(sweep)])
         for i, row in sweep.reset_index(drop=True).iterrows():
             ax.text(row["median_ms"], i, f" {row['median_ms']:.0f} ms, {row['tokens']} tokens", va="center")
@@ -276,7 +291,7 @@ def token_dropout_explorer(images, labels, config: dict, *, device: torch.device
         ax.set_title(f"speed-up {sweep['speedup'].iloc[-1]:.2f}x")
         plt.show()
 
-    out = w.interactive_output(draw, {"rate": slider})
+    out = w.interactive_output(draw, {"token_dropout_prob": slider})
     return w.VBox([slider, out])
 
 

@@ -1,0 +1,233 @@
+"""Time things: one function, a model's inference or training step, several candidates interleaved.
+
+Rules the functions follow, because the book's numbers must be trustworthy:
+
+* timings come from :class:`torch.utils.benchmark.Timer` after warm-up, with ``num_threads`` set
+  explicitly (the Timer otherwise runs on one thread), and the figure quoted is the median;
+* :func:`time_interleaved` times several candidates round after round in one process, so that a
+  noisy neighbour slows them all alike;
+* a measurement leaves the model as it found it: inference runs in eval mode and restores the
+  model's mode (:func:`eval_mode`); a training step runs on a private copy of the model.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import statistics
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# torch.utils.benchmark imports cpp_extension, which logs a warning about CUDA_HOME on machines
+# without a CUDA runtime; it concerns compiling extensions, which vitlib never does.
+logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+from torch.utils import benchmark  # noqa: E402
+
+__all__ = [
+    "Timing",
+    "default_threads",
+    "eval_mode",
+    "batch_and_device",
+    "time_function",
+    "time_interleaved",
+    "inference_fn",
+    "train_step_fn",
+    "measure_inference",
+    "measure_train_step",
+    "peak_memory",
+]
+
+
+@dataclass
+class Timing:
+    """Per-call times in seconds from :func:`time_function`; ``median`` is the figure to quote."""
+
+    times: list[float]
+    threads: int
+    label: str = ""
+    batch: int | None = None
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def iqr(self) -> float:
+        if len(self.times) < 2:
+            return 0.0
+        q = statistics.quantiles(self.times, n=4)
+        return q[2] - q[0]
+
+    @property
+    def throughput(self) -> float | None:
+        """Items per second at the median, when the batch size is known."""
+        return None if self.batch is None else self.batch / self.median
+
+    def summary(self) -> dict:
+        """``median_s``, ``iqr_s``, ``runs`` and ``images_per_s``: the figures a suite stores."""
+        return {"median_s": self.median, "iqr_s": self.iqr, "runs": len(self.times), "images_per_s": self.throughput}
+
+    def __repr__(self) -> str:
+        return (f"Timing({self.label or 'fn'}: median {self.median * 1e3:.3f} ms, IQR {self.iqr * 1e3:.3f} ms, "
+                f"{len(self.times)} runs, {self.threads} threads)")
+
+
+def default_threads() -> int:
+    """The threads a timing uses when not told: as many as torch uses."""
+    return torch.get_num_threads()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Run the block with ``model`` in eval mode, then put it back in the mode it was in: a
+    measurement leaves the model as it found it (and never updates BatchNorm statistics)."""
+    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+        for module, mode in modes.items():  # a submodule the caller had left in another mode
+            module.training = mode
+
+
+def batch_and_device(x) -> tuple[int, torch.device]:
+    """Batch size and device of a model input: a batch tensor, or a list of images (NaViT)."""
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    return len(x), first.device
+
+
+def _synchronised(fn: Callable[[], object], device: torch.device | str | None) -> Callable[[], None]:
+    if device is not None and torch.device(device).type == "cuda":
+        def run():
+            fn()
+            torch.cuda.synchronize()
+        return run
+    return fn
+
+
+def time_function(
+    fn: Callable[[], object],
+    *,
+    num_threads: int | None = None,
+    min_run_time: float = 0.5,
+    warmup: int = 3,
+    device: torch.device | str | None = None,
+    label: str = "",
+    batch: int | None = None,
+) -> Timing:
+    """Time ``fn()`` with :class:`torch.utils.benchmark.Timer` after ``warmup`` calls.
+
+    ``num_threads`` defaults to :func:`torch.get_num_threads` (the Timer's own default is one
+    thread). ``blocked_autorange`` runs blocks of calls for at least ``min_run_time`` seconds; the
+    per-call times of all blocks are returned. CUDA work is synchronised inside each call.
+    """
+    threads = num_threads or default_threads()
+    run = _synchronised(fn, device)
+    for _ in range(warmup):
+        run()
+    timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return Timing(times=list(m.times), threads=threads, label=label, batch=batch)
+
+
+def time_interleaved(
+    fns: Mapping,
+    *,
+    rounds: int = 3,
+    min_run_time: float = 0.3,
+    num_threads: int | None = None,
+    warmup: int = 3,
+    device: torch.device | str | None = None,
+    progress: str | None = None,
+) -> dict:
+    """Time every ``fns[key]()`` in turn, for ``rounds`` rounds, and return each key's per-call
+    times. Interleaving means a slow spell of a shared machine hits every candidate alike.
+    ``warmup`` calls precede each candidate's first timing; ``progress`` is a progress-bar title."""
+    times: dict = {key: [] for key in fns}
+    steps: Iterable = [(r, key) for r in range(rounds) for key in fns]
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(list(steps), desc=progress, leave=False)
+    for r, key in steps:
+        t = time_function(fns[key], num_threads=num_threads, min_run_time=min_run_time,
+                          warmup=warmup if r == 0 else 1, device=device)
+        times[key].extend(t.times)
+    return times
+
+
+def inference_fn(model: nn.Module, x, **forward_kwargs) -> Callable[[], object]:
+    """``model(x, **forward_kwargs)`` under inference mode; the caller puts the model in eval mode
+    (:func:`eval_mode`)."""
+
+    def run():
+        with torch.inference_mode():
+            return model(x, **forward_kwargs)
+
+    return run
+
+
+def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4,
+                  **forward_kwargs) -> Callable[[], None]:
+    """One optimisation step (forward, cross-entropy, backward, AdamW) on a private copy of ``model``.
+
+    ``x`` is a batch tensor, or a list of images for models that take one (NaViT); ``forward_kwargs``
+    go to every forward call (NaViT's packing). Without ``y``, random labels are drawn; labels must
+    lie in ``[0, num_classes)``."""
+    model = copy.deepcopy(model).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    with torch.no_grad():  # in eval mode: batch norm cannot normalise a batch of one in training mode
+        num_classes = model.eval()(x[:1], **forward_kwargs).shape[-1]
+    model.train()
+    if y is None:
+        y = torch.randint(0, num_classes, (len(x),), device=batch_and_device(x)[1])
+    elif len(y) != len(x) or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
+        raise ValueError(f"labels must be {len(x)} class indices in [0, {num_classes}) (the model's "
+                         f"num_classes); received {len(y)} labels in [{int(y.min())}, {int(y.max())}]")
+
+    def run():
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x, **forward_kwargs), y).backward()
+        opt.step()
+
+    return run
+
+
+def measure_inference(model: nn.Module, x, **kwargs) -> Timing:
+    """Median latency of ``model(x)`` in eval and inference mode; ``.throughput`` is images/s.
+    ``kwargs`` go to :func:`time_function`."""
+    batch, device = batch_and_device(x)
+    kwargs.setdefault("device", device)
+    with eval_mode(model):
+        return time_function(inference_fn(model, x), batch=batch, **kwargs)
+
+
+def measure_train_step(model: nn.Module, x, y: torch.Tensor | None = None, **kwargs) -> Timing:
+    """Median time of one training step (forward, loss, backward, AdamW step) on a copy of ``model``.
+    ``kwargs`` go to :func:`time_function`."""
+    batch, device = batch_and_device(x)
+    kwargs.setdefault("device", device)
+    return time_function(train_step_fn(model, x, y), batch=batch, **kwargs)
+
+
+def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int | None:
+    """Peak CUDA memory allocated by ``fn()`` in bytes, above what was allocated before.
+
+    On CPU this returns None: PyTorch's CPU allocator keeps no peak statistic, and the process's
+    resident size measures the allocator and the interpreter as much as the model.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before

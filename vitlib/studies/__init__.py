@@ -1,0 +1,14 @@
+"""The chapters' experiments, one module per chapter, built on :mod:`vitlib.bench`,
+:mod:`vitlib.models` and :mod:`vitlib.train`.
+
+* :mod:`~vitlib.studies.anatomy` (chapter 1): the ``anatomy`` suite, ViT against SimpleViT;
+* :mod:`~vitlib.studies.lightweight` (chapter 2): sizing a SimpleViT one knob at a time, a base
+  and a variant compared interleaved, and the ``train`` suite (time to accuracy);
+* :mod:`~vitlib.studies.navit` (chapter 5): the mixed-resolution workload, packing, token dropout
+  and the ``navit`` suite.
+
+Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
+"""
+from . import anatomy, lightweight, navit
+
+__all__ = ["anatomy", "lightweight", "navit"]
