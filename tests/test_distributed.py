@@ -69,11 +69,19 @@ def _child(rank: int, port: int, target, args) -> None:
     target(*args)
 
 
-def join_all(procs, timeout_s: float) -> float:
+def join_all(procs, timeout_s: float) -> tuple[float, list[int]]:
+    """Wait for the processes up to ``timeout_s`` in all; kill those still running. Returns the
+    seconds waited and the pids that had to be killed."""
     start = time.monotonic()
     for p in procs:
         p.join(max(0.1, timeout_s - (time.monotonic() - start)))
-    return time.monotonic() - start
+    took = time.monotonic() - start
+    hung = [p.pid for p in procs if p.is_alive()]
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join()
+    return took, hung
 
 
 def _train_twice(train, test, out_dir, resume_from) -> None:
@@ -150,12 +158,8 @@ def _train_and_fail(train, pid_dir) -> None:
 def test_a_failing_process_ends_the_job_within_seconds(tmp_path, small, one_thread):
     train, _ = small
     procs = launch(_train_and_fail, train, str(tmp_path))
-    took = join_all(procs, 30)
-    alive = [p.pid for p in procs if p.is_alive()]
-    for p in procs:
-        if p.is_alive():
-            p.kill()
-    assert not alive, f"processes {alive} still running {took:.0f} s after the start"
+    took, hung = join_all(procs, 30)
+    assert not hung, f"processes {hung} still running {took:.0f} s after the start"
     assert procs[1].exitcode == 1 and procs[0].exitcode != 0  # rank 0 learns of it, does not hang
     assert took < 15, f"the job took {took:.1f} s to end (the group's timeout is 15 s)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.pid", "1.pid"]
@@ -196,3 +200,55 @@ def test_session_outside_torchrun_is_one_process():
     with pytest.raises(ValueError, match="timeout_s must be positive"):
         with session("cpu", timeout_s=0, env={}):
             pass
+
+
+def _cli(argv) -> None:
+    from vitlib.train import main
+
+    raise SystemExit(main(argv))
+
+
+def test_the_command_line_trains_on_two_processes_and_rank_0_reports(tmp_path, capfd, one_thread):
+    ckpt, hist = tmp_path / "cli.safetensors", tmp_path / "h.json"
+    argv = ["--model", "vit", "--image-size", "8", "--patch-size", "4", "--dim", "16", "--depth", "1",
+            "--epochs", "1", "--checkpoint", str(ckpt), "--history", str(hist)]
+    procs = launch(_cli, argv)
+    join_all(procs, 120)
+    out = capfd.readouterr().out
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert out.count("DataSplit(digits") == 1 and out.count("epoch 1: train loss") == 1  # rank 0 only
+    assert "2 processes, cpu, 32 of each global batch of 64 per process" in out
+    assert json.loads(hist.read_text())[0]["epoch"] == 1 and ckpt.exists()
+    procs = launch(_cli, [*argv[:-4], "--batch-size", "63"])
+    join_all(procs, 60)
+    assert [p.exitcode for p in procs] == [2, 2]
+    assert "received 63, which 2 does not divide" in capfd.readouterr().err
+
+
+def _measure(path) -> None:
+    from vitlib.studies import scaling
+
+    # one thread alone too: OpenMP threads hang in a forked child (torchrun does not fork)
+    scaling.main(["--json", str(path), "--rounds", "1", "--calls", "1", "--sweep-rounds", "1",
+                  "--global-batch", "8", "--alone-threads", "1"])
+
+
+def test_the_scaling_study_times_every_candidate_on_two_processes(tmp_path, one_thread):
+    from vitlib.studies import scaling
+
+    procs = launch(_measure, tmp_path / "steps.json")
+    join_all(procs, 120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    result = scaling.load_result(tmp_path / "steps.json")
+    assert result["processes"] == 2 and result["backend"] == "gloo" and result["threads_per_process"] == [1, 1]
+    assert set(result["times"]) == set(scaling.CANDIDATES)
+    assert all(t > 0 for times in result["times"].values() for t in times)
+    model, _ = scaling.recipe_model("quick")
+    assert result["gradient_bytes"] == 4 * sum(p.numel() for p in model.parameters())
+    assert len(result["sweep"]["bytes"]) == len(result["sweep"]["seconds"]) == len(scaling.SWEEP_VALUES)
+    table = scaling.step_table(result)
+    assert list(table.index)[0] == "2 processes (DDP), 1 thread each" and table["rounds"].tolist() == [1] * 5
+    ddp = result["times"]["ddp"][0]
+    assert table.iloc[0]["images/s"] == pytest.approx(8 / ddp)
+    assert scaling.speedup(result, "one_thread").value == pytest.approx(result["times"]["one_thread"][0] / ddp)
+    assert f"{result['global_batch'] // 2} images" in scaling.explain(result)
