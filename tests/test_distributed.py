@@ -230,15 +230,18 @@ def _measure(path) -> None:
 
     # one thread alone too: OpenMP threads hang in a forked child (torchrun does not fork)
     scaling.main(["--json", str(path), "--rounds", "1", "--calls", "1", "--sweep-rounds", "1",
-                  "--global-batch", "8", "--alone-threads", "1"])
+                  "--global-batch", "8", "--alone-threads", "1", "--", "--model", "vit", "--image-size", "8",
+                  "--patch-size", "4", "--dim", "16", "--depth", "1", "--epochs", "1"])
 
 
-def test_the_scaling_study_times_every_candidate_on_two_processes(tmp_path, one_thread):
+def test_the_scaling_study_trains_then_times_every_candidate_on_two_processes(tmp_path, capfd, one_thread):
     from vitlib.studies import scaling
 
     procs = launch(_measure, tmp_path / "steps.json")
     join_all(procs, 120)
     assert [p.exitcode for p in procs] == [0, 0]
+    out = capfd.readouterr().out
+    assert out.index("epoch 1: test accuracy") < out.index("rank 0 timed the steps")  # vitlib.train ran first
     result = scaling.load_result(tmp_path / "steps.json")
     assert result["processes"] == 2 and result["backend"] == "gloo" and result["threads_per_process"] == [1, 1]
     assert set(result["times"]) == set(scaling.CANDIDATES)

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shlex
+import statistics
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ from ..claims import Measured
 from ..train.distributed import part_bounds, session, world
 
 __all__ = ["Launch", "available_cores", "torchrun_command", "run_torchrun", "recipe_model", "measure_steps",
-           "load_result", "step_table", "speedup", "explain", "communication_share", "parameter_count", "gradient_bytes",
+           "load_result", "step_table", "one_device", "speedup", "explain", "communication_share", "parameter_count", "gradient_bytes",
            "replica_memory", "data_parallel_here", "main"]
 
 #: The timed candidates of :func:`measure_steps`, in the order of the table.
@@ -193,7 +194,7 @@ def measure_steps(*, recipe: str = "quick", global_batch: int = 64, rounds: int 
             dist.barrier()
             sweep[n].append(_timed(lambda: dist.all_reduce(buf), threads, calls))
     seen = [None] * w.size
-    dist.all_gather_object(seen, {"rank": w.rank, "threads": threads, "pid": os.getpid()})
+    dist.all_gather_object(seen, {"rank": w.rank, "threads": threads, "compute": times["compute"]})
     if not w.main:
         return None
     return {
@@ -201,7 +202,7 @@ def measure_steps(*, recipe: str = "quick", global_batch: int = 64, rounds: int 
         "threads_per_process": [s["threads"] for s in seen], "one_process_threads": alone,
         "recipe": recipe, "global_batch": global_batch, "per_process_batch": global_batch // w.size,
         "parameters": params, "gradient_bytes": 4 * params, "rounds": rounds, "calls_per_round": calls,
-        "times": times, "sweep": {"bytes": [4 * n for n in sweep], "seconds": list(sweep.values())},
+        "times": times, "compute_per_process": [s["compute"] for s in seen], "sweep": {"bytes": [4 * n for n in sweep], "seconds": list(sweep.values())},
         "provenance": provenance(device, threads),
     }
 
@@ -234,10 +235,16 @@ def step_table(result: dict):
     return pd.DataFrame(rows).set_index("what ran")
 
 
-def speedup(result: dict, baseline: str = "one") -> Measured:
-    """Images per second of the DDP step over ``baseline`` (``"one"``: one process with every core;
-    ``"one_thread"``), from the per-round times measured interleaved."""
-    return Measured.ratio(result["times"][baseline], result["times"]["ddp"])
+def one_device(result: dict) -> str:
+    """The candidate that is one process on one device: one thread (one core) on a CPU, the
+    single process on a GPU."""
+    return "one_thread" if result["device"].startswith("cpu") else "one"
+
+
+def speedup(result: dict, baseline: str | None = None) -> Measured:
+    """Images per second of the DDP step over ``baseline`` (default :func:`one_device`; ``"one"``:
+    one process with every core), from the per-round times measured interleaved."""
+    return Measured.ratio(result["times"][baseline or one_device(result)], result["times"]["ddp"])
 
 
 def load_result(path: str | Path) -> dict:
@@ -246,52 +253,55 @@ def load_result(path: str | Path) -> dict:
 
 
 def _median(result: dict, key: str) -> float:
-    import statistics
-
     return statistics.median(result["times"][key])
 
 
 def explain(result: dict) -> str:
     """Markdown: what the processes bought, and where the rest of a linear speed-up went, in the
     figures of ``result`` (every number in it was measured in that run)."""
-    n, cores = result["processes"], result["cores"]
-    one, one_thread, compute, ddp, exchange = (_median(result, k) for k in
-                                               ("one", "one_thread", "compute", "ddp", "exchange"))
-    threads = result["threads_per_process"][0]
-    halving = one_thread / compute
-    gain = one_thread / one
-    if gain >= 1.05:
-        thread_text = "A second thread in one process already takes part of what a second process could add."
-    elif gain > 0.95:
-        thread_text = "The model is too small for its work to split well over threads."
-    else:
-        thread_text = ("Threads that wait for each other (OpenMP spins while it waits) lose their cores to other "
-                       "work on a busy machine; single-threaded processes never wait for each other inside a step.")
-    waiting = ddp - compute
-    if waiting > 2 * exchange:
-        wait_text = (f" The step grew by {waiting * 1e3:.1f} ms, more than the all-reduce's own time: an all-reduce "
-                     "ends only when the slowest process arrives, so every step takes the slower process's time, "
-                     "and DDP copies the gradients into buckets and back.")
-    else:
-        wait_text = ""
-    return (
-        f"{n} processes trained **{one_thread / ddp:.2f}x** as many images per second as one process on one core, "
-        f"and **{one / ddp:.2f}x** as many as one process with all {cores} cores; linear would be {n}x. Where the "
-        "rest went:\n\n"
-        f"- **The compute per process does not shrink {n}-fold.** Each process computed its "
-        f"{result['per_process_batch']} images in {compute * 1e3:.1f} ms (both at once, without the all-reduce), "
-        f"against {one_thread * 1e3:.1f} ms for all {result['global_batch']} on one core alone: {halving:.2f}x, "
-        f"not {n}x. Small matrix products run far below a core's peak, every replica repeats the whole optimiser "
-        "step and the per-call overhead, and the processes share the machine's memory bandwidth (and its cores "
-        "with anything else running on it).\n"
+    n, cpu = result["processes"], result["device"].startswith("cpu")
+    device = "core" if cpu else "GPU"
+    base = _median(result, one_device(result))
+    one, compute, ddp, exchange = (_median(result, k) for k in ("one", "compute", "ddp", "exchange"))
+    slowest = statistics.median(max(r) for r in zip(*result["compute_per_process"]))
+    text = [f"{n} processes trained **{base / ddp:.2f}x** as many images per second as one process on one "
+            f"{device}" + (f", and **{one / ddp:.2f}x** as many as one process with all {result['cores']} cores"
+                           if cpu else "")
+            + f"; linear would be {n}x. " + ("Where the rest went:\n" if base / ddp < 0.9 * n else "Where it went:\n")]
+    shrink = base / compute
+    text.append(
+        (f"- **The compute per process does not shrink {n}-fold.** " if shrink < 0.9 * n else
+         f"- **The compute per process shrinks {shrink:.2f}-fold.** ")
+        + f"Each process computed its {result['per_process_batch']} images in {compute * 1e3:.1f} ms (all at "
+        f"once, without the all-reduce; the slower process {slowest * 1e3:.1f} ms), against {base * 1e3:.1f} ms "
+        f"for all {result['global_batch']} on one {device} alone: {shrink:.2f}x"
+        + (f", not {n}x. Small matrix products run far below peak, and every replica repeats the whole optimiser "
+           "step and the per-call overhead" + (", while the processes share the machine's memory bandwidth (and "
+                                               "its cores with anything else running on it)." if cpu else ".")
+           if shrink < 0.9 * n else "."))
+    waited = ddp - slowest
+    text.append(
         f"- **Communication adds {communication_share(result):.0%} of a step.** A DDP step took {ddp * 1e3:.1f} ms "
         f"against {compute * 1e3:.1f} ms without the all-reduce; the all-reduce of the "
         f"{result['gradient_bytes'] / 1e6:.2f} MB of gradients alone took {exchange * 1e3:.1f} ms "
-        f"({result['backend']}, {'loopback TCP' if result['backend'] == 'gloo' else 'NCCL'}), part of it hidden "
-        f"behind the backward pass.{wait_text}\n"
-        f"- **Threads.** Each DDP process ran {threads} thread{'s' if threads > 1 else ''}; one process with "
-        f"{result['one_process_threads']} threads ran {gain:.2f}x as fast as with one thread. {thread_text}"
-    )
+        f"({result['backend']}{', over loopback TCP' if result['backend'] == 'gloo' else ''}), part of it hidden "
+        "behind the backward pass." + (
+            f" The step took {waited * 1e3:.1f} ms longer than the slower process's compute, more than the "
+            "all-reduce itself: the processes wait for each other at every all-reduce, and DDP copies the "
+            "gradients into buckets and back." if waited > 2 * exchange else ""))
+    if cpu:
+        threads, gain = result["threads_per_process"][0], _median(result, "one_thread") / one
+        if gain >= 1.05:
+            why = "A second thread in one process already takes part of what a second process could add."
+        elif gain > 0.95:
+            why = "The model is too small for its work to split well over threads."
+        else:
+            why = ("Threads that wait for each other (OpenMP spins while it waits) lose their cores to other work "
+                   "on a busy machine; single-threaded processes never wait for each other inside a step.")
+        text.append(f"- **Threads.** Each DDP process ran {threads} thread{'s' if threads > 1 else ''}; one "
+                    f"process with {result['one_process_threads']} threads ran {gain:.2f}x as fast as with one "
+                    f"thread. {why}")
+    return "\n".join(text)
 
 
 def communication_share(result: dict) -> float:
@@ -340,8 +350,13 @@ def data_parallel_here(model: nn.Module, x: torch.Tensor) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m vitlib.studies.scaling --json FILE`` under torchrun: :func:`measure_steps`."""
-    p = argparse.ArgumentParser(prog="python -m vitlib.studies.scaling", description=measure_steps.__doc__)
+    """``python -m vitlib.studies.scaling --json FILE [-- TRAIN ARGS]`` under torchrun: first,
+    with ``--`` and arguments after it, ``python -m vitlib.train TRAIN ARGS`` in the same
+    processes (one start-up of the processes for both), then :func:`measure_steps`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    cut = argv.index("--") if "--" in argv else len(argv)
+    own, train_args = argv[:cut], argv[cut + 1:] if cut < len(argv) else None
+    p = argparse.ArgumentParser(prog="python -m vitlib.studies.scaling", description=main.__doc__)
     p.add_argument("--json", type=Path, required=True, help="where rank 0 writes the figures")
     p.add_argument("--recipe", choices=["quick", "full"], default="quick", help="the SimpleViT of this recipe")
     p.add_argument("--global-batch", type=int, default=64)
@@ -350,15 +365,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sweep-rounds", type=int, default=3)
     p.add_argument("--alone-threads", type=int, default=None, help="rank 0 alone (default: every core)")
     p.add_argument("--device", default="cpu")
-    args = p.parse_args(argv)
+    args = p.parse_args(own)
     with session(args.device, timeout_s=300) as device:
+        if train_args is not None:
+            from ..train import main as train
+
+            train(train_args)  # inside this process group: it uses it and leaves it open
         result = measure_steps(recipe=args.recipe, global_batch=args.global_batch, rounds=args.rounds,
                                calls=args.calls, sweep_rounds=args.sweep_rounds,
                                alone_threads=args.alone_threads, device=device)
     if result is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1) + "\n")
-        print(f"rank 0 wrote {args.json}")
+        print(f"rank 0 timed the steps and wrote {args.json}", flush=True)
     return 0
 
 

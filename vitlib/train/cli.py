@@ -7,14 +7,16 @@ with exit status 2, never a traceback.
 
 Under torchrun (``torchrun --standalone --nproc_per_node=2 -m vitlib.train ...``) every process
 runs this same command inside :func:`~vitlib.train.distributed.session`: gloo on CPU, NCCL on
-CUDA (each process on the GPU of its local rank), ``--batch-size`` the global batch; rank 0 loads
-the data first (a download), prints, and writes the checkpoint and the history.
+CUDA (each process on the GPU of its local rank), ``--batch-size`` the global batch; rank 0
+downloads CIFAR-10 before the others read it, and rank 0 alone prints and writes the checkpoint and
+the history.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -163,7 +165,8 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace, device) -> int:
             _check_resume(args.resume, MODELS[family].__name__, run["fit"]["epochs"])
         _check_model(family, config, run, dataset, image_size)
         try:
-            with main_first():  # one download into the shared data folder
+            # one download into the shared data folder: rank 0 first (data already at hand need no wait)
+            with main_first() if dataset == "cifar10" else nullcontext():
                 data = load_recipe_data(run, seed=args.seed,
                                         **({} if dataset in IN_MEMORY else {"skip_unreadable": args.skip_unreadable}))
         except RuntimeError as err:  # CIFAR-10 not downloadable here, or a corrupt archive
