@@ -339,13 +339,12 @@ def plot_data_parallel(ax, processes: int = 2) -> None:
 def plot_allreduce_sweep(ax, result: dict, marks: dict | None = None, title: str = "") -> None:
     """Measured all-reduce time against buffer size (from :func:`vitlib.studies.scaling.measure_steps`),
     medians with their interquartile range; ``marks`` (``label: bytes``) draws gradient sizes."""
-    import statistics
+    from .claims import Measured
 
     sizes = result["sweep"]["bytes"]
-    q = [statistics.quantiles(t, n=4, method="inclusive") if len(t) > 1 else [t[0]] * 3
-         for t in result["sweep"]["seconds"]]
-    mid = [v[1] * 1e3 for v in q]
-    ax.errorbar(sizes, mid, yerr=[[m - v[0] * 1e3 for m, v in zip(mid, q)], [v[2] * 1e3 - m for m, v in zip(mid, q)]],
+    ms = [Measured.of_values([t * 1e3 for t in times]) for times in result["sweep"]["seconds"]]
+    mid = [m.value for m in ms]
+    ax.errorbar(sizes, mid, yerr=[[m.value - m.low for m in ms], [m.high - m.value for m in ms]],
                 fmt="o-", ms=4, capsize=3, color="#08519c",
                 label=f"{result['backend']}, {result['processes']} processes (measured)")
     for i, (label, nbytes) in enumerate((marks or {}).items()):
@@ -363,13 +362,14 @@ def allreduce_explorer(result: dict, names: list[str] | None = None):
     the bandwidth measured here for the largest buffer (an estimate, labelled as one)."""
     import ipywidgets as w
 
+    from .claims import Measured
     from .studies.scaling import gradient_bytes
 
     names = names or presets.names()
     sizes = dict(zip(result["sweep"]["bytes"], result["sweep"]["seconds"]))
     largest, m = max(sizes), result["processes"]
     # bytes each process sent per second in the measured ring: 2 (m - 1) / m of the buffer per call
-    bandwidth = 2 * (m - 1) / m * largest / sorted(sizes[largest])[len(sizes[largest]) // 2]
+    bandwidth = 2 * (m - 1) / m * largest / Measured.of_values(sizes[largest]).value
     model = w.Dropdown(options=names, value=names[0], description="model")
     procs = w.IntSlider(value=2, min=2, max=64, description="processes")
 

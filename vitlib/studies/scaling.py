@@ -34,8 +34,8 @@ from ..claims import Measured
 from ..train.distributed import part_bounds, session, world
 
 __all__ = ["Launch", "available_cores", "torchrun_command", "run_torchrun", "recipe_model", "measure_steps",
-           "load_result", "step_table", "one_device", "speedup", "explain", "communication_share", "parameter_count", "gradient_bytes",
-           "replica_memory", "data_parallel_here", "main"]
+           "load_result", "step_table", "one_device", "speedup", "explain", "communication_share",
+           "parameter_count", "gradient_bytes", "replica_memory", "data_parallel_here", "main"]
 
 #: The timed candidates of :func:`measure_steps`, in the order of the table.
 CANDIDATES = {
@@ -202,7 +202,8 @@ def measure_steps(*, recipe: str = "quick", global_batch: int = 64, rounds: int 
         "threads_per_process": [s["threads"] for s in seen], "one_process_threads": alone,
         "recipe": recipe, "global_batch": global_batch, "per_process_batch": global_batch // w.size,
         "parameters": params, "gradient_bytes": 4 * params, "rounds": rounds, "calls_per_round": calls,
-        "times": times, "compute_per_process": [s["compute"] for s in seen], "sweep": {"bytes": [4 * n for n in sweep], "seconds": list(sweep.values())},
+        "times": times, "compute_per_process": [s["compute"] for s in seen],
+        "sweep": {"bytes": [4 * n for n in sweep], "seconds": list(sweep.values())},
         "provenance": provenance(device, threads),
     }
 
@@ -224,13 +225,11 @@ def step_table(result: dict):
     interquartile range over rounds, and images per second of the global batch."""
     import pandas as pd
 
-    from ..claims import _quartiles
-
     rows = []
     for key, times in result["times"].items():
-        q1, q2, q3 = _quartiles(times)
-        images = None if key == "exchange" else result["global_batch"] / q2
-        rows.append({"what ran": _label(key, result), "ms (median)": q2 * 1e3, "IQR ms": (q3 - q1) * 1e3,
+        m = Measured.of_values(times)
+        images = None if key == "exchange" else result["global_batch"] / m.value
+        rows.append({"what ran": _label(key, result), "ms (median)": m.value * 1e3, "IQR ms": (m.high - m.low) * 1e3,
                      "images/s": images, "rounds": len(times)})
     return pd.DataFrame(rows).set_index("what ran")
 
