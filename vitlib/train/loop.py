@@ -419,7 +419,8 @@ def fit(
     trains data-parallel: a DistributedDataParallel replica per process, each on its slice of
     every global batch of ``batch_size`` images (which must divide by the number of processes),
     so the gradients that reach the optimiser (and the clipping) are those of the global batch's
-    mean loss, and the weights follow those of one process on the same batches. The global batch
+    mean loss (for a ``loss_fn`` that, like every loss here, averages over its batch), and the
+    weights follow those of one process on the same batches. The global batch
     and the learning rate stay what they are in one process. Evaluation is split across the
     processes and summed; the returned history (global figures) is the same on every process;
     progress, checkpoints and ``callback`` happen on rank 0 only. Dropout draws differ per
