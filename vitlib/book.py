@@ -19,7 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["REPOSITORY_URL", "BookSetup", "choose_device", "choose_mode", "seed_everything", "setup", "setup_cell"]
+__all__ = ["REPOSITORY_URL", "BookSetup", "choose_device", "choose_mode", "seed_everything", "setup", "setup_cell",
+           "show_source"]
 
 REPOSITORY_URL = "https://github.com/efficient-vit/efficient-vision-transformers"
 MODES = ("quick", "full")
@@ -121,3 +122,45 @@ def setup_cell() -> str:
         "\n"
         "book = vitlib.book.setup()"
     )
+
+
+def show_source(obj: Any, start: str | None = None, stop: str | None = None, omit: tuple[str, ...] = ()):
+    """vitlib's own source of ``obj`` as a highlighted listing (Markdown holding a Python block,
+    which Jupyter and the HTML book highlight), captioned with its file and line numbers.
+
+    ``start`` and ``stop`` cut out the lines that carry an idea: from the first line containing
+    ``start`` through the first line after it containing ``stop``. Lines containing any of
+    ``omit`` (validation, say) are left out; a run of them becomes one ``# ...`` line."""
+    import inspect
+    import textwrap
+    from pathlib import Path
+
+    from IPython.display import Markdown
+
+    lines, first = inspect.getsourcelines(obj)
+    a, b = 0, len(lines)
+    if start is not None:
+        found = [i for i, line in enumerate(lines) if start in line]
+        if not found:
+            raise ValueError(f"no line of {obj.__qualname__} contains start={start!r}")
+        a = found[0]
+    if stop is not None:
+        found = [i for i in range(a, len(lines)) if stop in lines[i]]
+        if not found:
+            raise ValueError(f"no line of {obj.__qualname__} after {start!r} contains stop={stop!r}")
+        b = found[0] + 1
+    kept: list[str] = []
+    skipping = False
+    for line in lines[a:b]:
+        if any(o in line for o in omit):
+            if not skipping:
+                kept.append(line[: len(line) - len(line.lstrip())] + "# ...\n")
+            skipping = True
+        else:
+            kept.append(line)
+            skipping = False
+    code = textwrap.dedent("".join(kept)).rstrip() + "\n"
+    path = Path(inspect.getsourcefile(obj)).resolve()
+    root = Path(__file__).resolve().parent.parent
+    where = path.relative_to(root) if path.is_relative_to(root) else path.name
+    return Markdown(f"`{where}`, lines {first + a}-{first + b - 1}:\n\n```python\n{code}```")

@@ -439,10 +439,13 @@ def default_workers(device: torch.device | str) -> int:
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device | str = "cpu",
-                generator: torch.Generator | None = None, num_workers: int | None = None) -> DataLoader:
-    """A DataLoader with workers and pinned memory chosen for ``device``."""
+                generator: torch.Generator | None = None, num_workers: int | None = None,
+                batch_sampler=None) -> DataLoader:
+    """A DataLoader with workers and pinned memory chosen for ``device``; ``batch_sampler`` (lists
+    of indices, e.g. one process's slices of global batches) replaces ``batch_size`` and ``shuffle``."""
     device = torch.device(device)
     workers = default_workers(device) if num_workers is None else num_workers
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                      num_workers=workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False, drop_last=False)
+    common = dict(generator=generator, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
+    if batch_sampler is not None:
+        return DataLoader(dataset, batch_sampler=batch_sampler, **common)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=False, **common)

@@ -18,7 +18,8 @@ from .studies.navit import token_dropout_sweep
 
 __all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "plot_against_base", "sizing_explorer",
            "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer", "plot_dropout_sweep",
-           "token_dropout_explorer", "plot_training_curves"]
+           "token_dropout_explorer", "plot_training_curves", "plot_data_parallel", "plot_allreduce_sweep",
+           "allreduce_explorer"]
 
 COMPONENT_COLOURS = {
     "patch embedding": "#8c6d31",
@@ -304,3 +305,96 @@ def plot_training_curves(ax, histories: dict, title: str = "") -> None:
     ax.set(xlabel="training time (s, measured)", ylabel="test accuracy", title=title)
     ax.set_ylim(top=1.0)
     ax.legend()
+
+
+# ---------------------------------------------------------------------------------------------
+# many devices (chapter 9)
+
+
+def plot_data_parallel(ax, processes: int = 2) -> None:
+    """The mechanism of data-parallel training, drawn: one global batch cut into a slice per
+    process, a full replica of the model in each, the gradients averaged by an all-reduce, and
+    the same optimiser step everywhere, so the replicas stay equal."""
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    colours = ["#08519c", "#fd8d3c", "#74c476", "#9e9ac8", "#e377c2", "#8c6d31", "#17becf", "#bcbd22"]
+    width = 10.0
+    lane = width / processes
+
+    def box(x, y, w, h, text, colour, alpha=0.18, size=8):
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
+                                    fc=colour, ec=colour, alpha=alpha, lw=1.2))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
+
+    def arrow(x, y0, y1):
+        ax.add_patch(FancyArrowPatch((x, y0), (x, y1), arrowstyle="-|>", mutation_scale=10, lw=1, color="#444"))
+
+    ax.text(width / 2, 6.55, "one global batch of B images (the same order on every process: seed, epoch)",
+            ha="center", fontsize=8)
+    for r in range(processes):
+        c = colours[r % len(colours)]
+        x0, mid = r * lane, r * lane + lane / 2
+        ax.add_patch(FancyBboxPatch((x0 + 0.05, 5.9), lane - 0.1, 0.45, boxstyle="square,pad=0", fc=c, alpha=0.7))
+        ax.text(mid, 6.12, f"slice {r}: B/{processes}", ha="center", va="center", fontsize=8, color="white")
+        arrow(mid, 5.85, 5.3)
+        box(x0 + 0.15, 3.95, lane - 0.3, 1.3, f"process {r}\nreplica of the model\nforward, loss, backward", c)
+        arrow(mid, 3.9, 3.35)
+        ax.text(mid, 3.15, f"gradients g{r}", ha="center", fontsize=8)
+        arrow(mid, 2.95, 2.45)
+        arrow(mid, 1.55, 1.05)
+        box(x0 + 0.15, 0.2, lane - 0.3, 0.8, "optimiser step\n(same weights after)", c, size=8)
+    terms = " + ".join(f"g{r}" for r in range(processes)) if processes <= 3 else f"g0 + ... + g{processes - 1}"
+    box(0.15, 1.6, width - 0.3, 0.8, f"all-reduce: every process receives the mean ({terms}) / {processes}, "
+        "overlapped with the backward pass", "#444444", alpha=0.12)
+    ax.set_xlim(-0.1, width + 0.1)
+    ax.set_ylim(0, 6.8)
+    ax.axis("off")
+
+
+def plot_allreduce_sweep(ax, result: dict, marks: dict | None = None, title: str = "") -> None:
+    """Measured all-reduce time against buffer size (from :func:`vitlib.studies.scaling.measure_steps`),
+    medians with their interquartile range; ``marks`` (``label: bytes``) draws gradient sizes."""
+    from .claims import Measured
+
+    sizes = result["sweep"]["bytes"]
+    ms = [Measured.of_values([t * 1e3 for t in times]) for times in result["sweep"]["seconds"]]
+    mid = [m.value for m in ms]
+    ax.errorbar(sizes, mid, yerr=[[m.value - m.low for m in ms], [m.high - m.value for m in ms]],
+                fmt="o-", ms=4, capsize=3, color="#08519c",
+                label=f"{result['backend']}, {result['processes']} processes (measured)")
+    for i, (label, nbytes) in enumerate((marks or {}).items()):
+        ax.axvline(nbytes, color="#fd8d3c", lw=0.8, ls=":")
+        ax.text(nbytes, 0.98 - 0.08 * (i % 4), f" {label}", transform=ax.get_xaxis_transform(), fontsize=7,
+                va="top", color="#a63603")
+    ax.set(xscale="log", yscale="log", xlabel="gradient buffer (bytes, float32)", ylabel="ms per all-reduce",
+           title=title)
+    ax.legend(loc="lower right", fontsize=8)
+
+
+def allreduce_explorer(result: dict, names: list[str] | None = None):
+    """Pick a model and a number of processes: its gradient size (exact), what a ring all-reduce
+    sends per process per step (2 (N - 1) / N of the gradient), and the time that would take at
+    the bandwidth measured here for the largest buffer (an estimate, labelled as one)."""
+    import ipywidgets as w
+
+    from .claims import Measured
+    from .studies.scaling import gradient_bytes
+
+    names = names or presets.names()
+    sizes = dict(zip(result["sweep"]["bytes"], result["sweep"]["seconds"]))
+    largest, m = max(sizes), result["processes"]
+    # bytes each process sent per second in the measured ring: 2 (m - 1) / m of the buffer per call
+    bandwidth = 2 * (m - 1) / m * largest / Measured.of_values(sizes[largest]).value
+    model = w.Dropdown(options=names, value=names[0], description="model")
+    procs = w.IntSlider(value=2, min=2, max=64, description="processes")
+
+    def show(name: str, n: int) -> None:
+        grad = gradient_bytes(name)
+        sent = 2 * (n - 1) / n * grad
+        print(f"{name}: {grad / 4 / 1e6:.1f}M parameters, {grad / 1e6:.1f} MB of float32 gradients per step")
+        print(f"ring all-reduce over {n} processes: each sends and receives {sent / 1e6:.1f} MB per step")
+        print(f"estimate at the {bandwidth / 1e6:.0f} MB/s per process measured here for {largest / 1e6:.0f} MB "
+              f"buffers ({result['backend']}): {sent / bandwidth * 1e3:.0f} ms per step, to hide behind the backward "
+              "pass")
+
+    return w.VBox([w.HBox([model, procs]), w.interactive_output(show, {"name": model, "n": procs})])

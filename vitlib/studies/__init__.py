@@ -5,10 +5,11 @@
 * :mod:`~vitlib.studies.lightweight` (chapter 2): sizing a SimpleViT one knob at a time, a base
   and a variant compared interleaved, and the ``train`` suite (time to accuracy);
 * :mod:`~vitlib.studies.navit` (chapter 5): the mixed-resolution workload, packing, token dropout
-  and the ``navit`` suite.
+  and the ``navit`` suite;
+* :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun.
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import anatomy, lightweight, navit
+from . import anatomy, lightweight, navit, scaling
 
-__all__ = ["anatomy", "lightweight", "navit"]
+__all__ = ["anatomy", "lightweight", "navit", "scaling"]

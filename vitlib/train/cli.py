@@ -4,18 +4,26 @@ Everything that can be checked before training is checked first (the device, the
 recipe, the checkpoint to resume, the image size against the model's constraints, the data), and
 every ValueError or FileNotFoundError, then or during training, ends as one ``error: ...`` line
 with exit status 2, never a traceback.
+
+Under torchrun (``torchrun --standalone --nproc_per_node=2 -m vitlib.train ...``) every process
+runs this same command inside :func:`~vitlib.train.distributed.session`: gloo on CPU, NCCL on
+CUDA (each process on the GPU of its local rank), ``--batch-size`` the global batch; rank 0
+downloads CIFAR-10 before the others read it, and rank 0 alone prints and writes the checkpoint and
+the history.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 
 from ..data import default_image_size
 from .checkpoint import load_checkpoint
-from .loop import resolve_device
+from .distributed import DEFAULT_TIMEOUT_S, main_first, session, world
 from .recipes import RECIPES, build_model, load_recipe_data, mixed_sizes, recipe_for, train_recipe
 
 #: Model flags of the command line; each applies to the families whose recipe sets that keyword.
@@ -55,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, help="write a checkpoint here after every epoch")
     p.add_argument("--resume", type=Path, help="continue from this checkpoint")
     p.add_argument("--history", type=Path, help="write the history to this JSON file")
+    p.add_argument("--dist-timeout", type=float, default=DEFAULT_TIMEOUT_S,
+                   help="under torchrun: seconds a process waits for a silent peer before the job fails "
+                        f"(default {DEFAULT_TIMEOUT_S:.0f})")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="image folders: leave out images that cannot be read (default: stop, naming them)")
     return p
@@ -101,14 +112,26 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
+def _print_epoch(record: dict) -> None:
+    test = f", test accuracy {record['test_acc']:.4f}" if "test_acc" in record else ""
+    print(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}{test}, "
+          f"{record['images_per_s']:.0f} images/s", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Train from the command line; returns 0, or exits with status 2 and one ``error:`` line."""
+    """Train from the command line; returns 0, or exits with status 2 and one ``error:`` line.
+    Under torchrun, each process runs it and trains its share (see the module's docstring)."""
     p = _parser()
     args = p.parse_args(argv)
     try:
-        device = resolve_device(args.device)
-    except ValueError as err:
+        with session(args.device, timeout_s=args.dist_timeout) as device:
+            return _train(p, args, device)
+    except ValueError as err:  # the device, before any process group exists
         p.error(_one_line(err))
+
+
+def _train(p: argparse.ArgumentParser, args: argparse.Namespace, device) -> int:
+    w = world()
     mode = args.mode or ("full" if device.type == "cuda" else "quick")
     family = args.model
     recipe = recipe_for(family, mode)
@@ -131,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     run = {"dataset": {**recipe["dataset"], "name": dataset, "image_size": image_size},
            "model": {"name": family, **config},
            "fit": {**recipe["fit"], **fit_opts, "shift": shift}}
+    batch = run["fit"]["batch_size"]
+    if batch % w.size:
+        p.error(f"--batch-size is the global batch, split evenly over the {w.size} processes; received {batch}, "
+                f"which {w.size} does not divide")
     try:
         from ..models import MODELS
 
@@ -138,19 +165,27 @@ def main(argv: list[str] | None = None) -> int:
             _check_resume(args.resume, MODELS[family].__name__, run["fit"]["epochs"])
         _check_model(family, config, run, dataset, image_size)
         try:
-            data = load_recipe_data(run, seed=args.seed,
-                                    **({} if dataset in IN_MEMORY else {"skip_unreadable": args.skip_unreadable}))
+            # one download into the shared data folder: rank 0 first (data already at hand need no wait)
+            with main_first() if dataset == "cifar10" else nullcontext():
+                data = load_recipe_data(run, seed=args.seed,
+                                        **({} if dataset in IN_MEMORY else {"skip_unreadable": args.skip_unreadable}))
         except RuntimeError as err:  # CIFAR-10 not downloadable here, or a corrupt archive
             p.error(_one_line(err))
-        print(f"{data}\n{MODELS[family].__name__} {config} ({mode} recipe, {device})")
+        placement = f"{device}" if w.size == 1 else \
+            f"{w.size} processes, {device.type}, {batch // w.size} of each global batch of {batch} per process"
+        if w.main:
+            print(f"{data}\n{MODELS[family].__name__} {config} ({mode} recipe, {placement})", flush=True)
+        bar = w.main and sys.stderr.isatty()  # a progress bar on a terminal, a line per epoch in a log
         model, history, data = train_recipe(run, seed=args.seed, device=device, data=data, amp=args.amp,
-                                            checkpoint=args.checkpoint, resume=args.resume)
+                                            checkpoint=args.checkpoint, resume=args.resume, progress=bar,
+                                            callback=None if bar else _print_epoch)
     except (ValueError, FileNotFoundError) as err:
         p.error(_one_line(err))
-    last = history.final
-    print(f"epoch {last['epoch']}: test accuracy {last.get('test_acc', float('nan')):.4f}, "
-          f"train loss {last['train_loss']:.4f}, {last['wall_s']:.1f} s")
-    if args.history:
-        args.history.parent.mkdir(parents=True, exist_ok=True)
-        args.history.write_text(json.dumps(list(history), indent=1) + "\n")
+    if w.main:
+        last = history.final
+        print(f"epoch {last['epoch']}: test accuracy {last.get('test_acc', float('nan')):.4f}, "
+              f"train loss {last['train_loss']:.4f}, {last['wall_s']:.1f} s")
+        if args.history:
+            args.history.parent.mkdir(parents=True, exist_ok=True)
+            args.history.write_text(json.dumps(list(history), indent=1) + "\n")
     return 0

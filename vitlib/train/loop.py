@@ -8,11 +8,12 @@ A loss that needs modules of its own (a frozen teacher for distillation) is an `
 ``fit`` moves it to the device, never puts its parameters in the optimiser, and never changes its
 train/eval mode.
 
-Written so that a wrapped model trains unchanged: the optimiser, the weight-decay groups and the
-checkpoints look at :func:`unwrap`'s module (the model inside a DistributedDataParallel wrapper),
-the forward pass goes through the wrapper, and every batch comes from :func:`iterate_batches`,
-whose order depends only on ``(seed, epoch)``: the same on every process, so a shard of it is one
-slice.
+The same ``fit`` trains on several processes (launched by torchrun, inside
+:func:`vitlib.train.distributed.session`). Every process draws the same order of global batches
+from ``(seed, epoch)`` and trains a DistributedDataParallel replica on its slice of each
+(:func:`iterate_batches`); the optimiser, the weight-decay groups and the checkpoints look at
+:func:`unwrap`'s module, the forward pass goes through the wrapper, and the gradients that reach
+the optimiser are those of the whole global batch.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..data import ImageListDataset, TensorImageDataset, make_loader
+from .distributed import World, all_sum, part_bounds, world
 
 #: ``x`` of a batch: a tensor of images, or a list of ``(C, H, W)`` images of different sizes.
 Inputs = Union[torch.Tensor, Sequence[torch.Tensor]]
@@ -175,17 +177,67 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torc
 # batches and losses
 
 
+def global_batch_sizes(n: int, batch_size: int, processes: int = 1) -> list[int]:
+    """The sizes of the global batches of an epoch of ``n`` images: full batches, then the rest,
+    left out when it has fewer images than there are processes (each must take part in a step)."""
+    sizes = [min(batch_size, n - i) for i in range(0, n, batch_size)]
+    return [s for s in sizes if s >= processes]
+
+
+class ShardedBatches(torch.utils.data.Sampler):
+    """Index lists of this process's slices of the global batches of one epoch: the order is
+    one permutation drawn from ``generator`` (the same on every process), cut into global batches
+    of ``batch_size`` (:func:`global_batch_sizes`), and process ``rank`` of ``processes`` takes the
+    ``rank``-th of near-equal consecutive slices of each (:func:`~vitlib.train.distributed.part_bounds`)."""
+
+    def __init__(self, n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+                 rank: int = 0, processes: int = 1) -> None:
+        if not 0 <= rank < processes:
+            raise ValueError(f"rank must be in [0, {processes}); received {rank}")
+        self.n, self.batch_size, self.shuffle, self.generator = n, batch_size, shuffle, generator
+        self.rank, self.processes = rank, processes
+
+    def global_batches(self) -> Iterator[torch.Tensor]:
+        """The indices of each global batch, in order."""
+        order = torch.randperm(self.n, generator=self.generator) if self.shuffle else torch.arange(self.n)
+        start = 0
+        for size in global_batch_sizes(self.n, self.batch_size, 1):
+            if size >= self.processes:
+                yield order[start:start + size]
+            start += size
+
+    def part(self, batch: torch.Tensor) -> torch.Tensor:
+        """This process's slice of a global batch."""
+        a, b = part_bounds(len(batch), self.rank, self.processes)
+        return batch[a:b]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.global_batches():
+            yield self.part(batch).tolist()
+
+    def __len__(self) -> int:
+        return len(global_batch_sizes(self.n, self.batch_size, self.processes))
+
+
 def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool, device: torch.device,
-                    generator: torch.Generator | None = None,
-                    cache: dict | None = None) -> Iterator[tuple[Inputs, torch.Tensor]]:
-    """Batches ``(x, y)`` of ``dataset`` on ``device``, shuffled by ``generator``.
+                    generator: torch.Generator | None = None, cache: dict | None = None,
+                    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+                    shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[Inputs, torch.Tensor]]:
+    """Batches ``(x, y)`` of ``dataset`` on ``device``, shuffled by ``generator``, augmented by
+    ``augment(x, generator)``, and with ``shard=(rank, processes)`` only this process's slice of
+    each global batch of ``batch_size`` (:class:`ShardedBatches`).
 
     In-memory data (:class:`~vitlib.data.TensorImageDataset`) is moved to the device once (kept in
     ``cache`` across epochs) and batched by indexing; :class:`~vitlib.data.ImageListDataset` gives
-    lists of images; any other dataset goes through a DataLoader. The order is one permutation
-    drawn from ``generator``.
+    lists of images; any other dataset goes through a DataLoader, which then loads only this
+    process's slices. The order is one permutation drawn from ``generator``. In-memory data are
+    augmented as whole global batches before the slicing, so that every image is shifted as it
+    would be in one process; a DataLoader's batches are augmented per process.
     """
     cache = {} if cache is None else cache
+    rank, processes = shard
+    batches = ShardedBatches(len(dataset), batch_size, shuffle=shuffle, generator=generator, rank=rank,
+                             processes=processes)
     if isinstance(dataset, (TensorImageDataset, ImageListDataset)):
         key = id(dataset)
         if key not in cache:  # move once, then batch by indexing
@@ -193,19 +245,29 @@ def iterate_batches(dataset: Dataset, batch_size: int, *, shuffle: bool, device:
             images = images.to(device) if isinstance(images, torch.Tensor) else [img.to(device) for img in images]
             cache[key] = (images, dataset.labels.to(device))
         images, labels = cache[key]
-        n = len(labels)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        for i in range(0, n, batch_size):
-            idx = order[i:i + batch_size]
+        whole = augment is not None and processes > 1  # augment the global batch, then slice it
+        for idx in batches.global_batches():
+            idx = idx if whole else batches.part(idx)
             if isinstance(images, torch.Tensor):
                 idx = idx.to(device)
-                yield images[idx], labels[idx]
+                x, y = images[idx], labels[idx]
             else:  # images of different sizes: a batch is a list
-                yield [images[j] for j in idx.tolist()], labels[idx.to(device)]
+                x, y = [images[j] for j in idx.tolist()], labels[idx.to(device)]
+            if augment is not None:
+                x = augment(x, generator)
+            if whole:
+                a, b = part_bounds(len(y), rank, processes)
+                x, y = x[a:b], y[a:b]
+            yield x, y
     else:
-        loader = make_loader(dataset, batch_size, shuffle=shuffle, device=device, generator=generator)
+        if processes > 1:
+            loader = make_loader(dataset, batch_size, shuffle=False, device=device, generator=generator,
+                                 batch_sampler=batches)
+        else:
+            loader = make_loader(dataset, batch_size, shuffle=shuffle, device=device, generator=generator)
         for x, y in loader:
-            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            yield (augment(x, generator) if augment is not None else x), y
 
 
 class CrossEntropy(nn.Module):
@@ -250,22 +312,42 @@ def _checked_logits(logits, model: nn.Module, y: torch.Tensor, where: str) -> to
 # evaluate and fit
 
 
+def _part(dataset: Dataset, rank: int, size: int) -> Dataset:
+    """The ``rank``-th of ``size`` consecutive parts of ``dataset`` (in-memory data stay in memory)."""
+    a, b = part_bounds(len(dataset), rank, size)
+    if isinstance(dataset, TensorImageDataset):
+        return TensorImageDataset(dataset.images[a:b], dataset.labels[a:b])
+    if isinstance(dataset, ImageListDataset):
+        return ImageListDataset(dataset.images[a:b], dataset.labels[a:b])
+    return torch.utils.data.Subset(dataset, range(a, b))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: torch.device | str | None = None,
-             amp: str = "auto", forward_kwargs: dict | None = None, progress: bool = False) -> dict:
+             amp: str = "auto", forward_kwargs: dict | None = None, progress: bool = False,
+             across_processes: bool = False) -> dict:
     """Mean cross-entropy and top-1 accuracy (0-1) of ``model(x, **forward_kwargs)`` on ``dataset``,
-    in eval mode (the model's mode is restored afterwards)."""
+    in eval mode (the model's mode is restored afterwards).
+
+    With ``across_processes=True`` inside a process group, which every process must then call,
+    each process evaluates one consecutive part of ``dataset`` and the sums are all-reduced: every
+    process returns the figures of the whole data set, as one process would. A wrapped model is
+    evaluated through :func:`unwrap` (a DistributedDataParallel forward would wait for the others).
+    """
+    model = unwrap(model)
     device = resolve_device(device, model)
     dtype, _ = _amp(device, amp)
     kwargs = dict(forward_kwargs or {})
+    w = world() if across_processes else World()
+    part = _part(dataset, w.rank, w.size) if w.size > 1 else dataset
     was_training = model.training
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
-    batches = iterate_batches(dataset, batch_size, shuffle=False, device=device)
-    if progress:
+    batches = iterate_batches(part, batch_size, shuffle=False, device=device)
+    if progress and w.main:
         from tqdm.auto import tqdm
 
-        batches = tqdm(batches, total=math.ceil(len(dataset) / batch_size), desc="evaluating", unit="batch")
+        batches = tqdm(batches, total=math.ceil(len(part) / batch_size), desc="evaluating", unit="batch")
     try:
         for x, y in batches:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
@@ -275,9 +357,19 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
             n += len(y)
     finally:
         model.train(was_training)
+    if w.size > 1:
+        loss_sum, correct, n = all_sum([loss_sum, correct, n], device)
+        correct, n = round(correct), round(n)
     if n == 0:
         raise ValueError("evaluate received an empty dataset")
     return {"loss": loss_sum / n, "accuracy": correct / n, "n": n}
+
+
+def _data_parallel(model: nn.Module, device: torch.device, w: World) -> nn.Module:
+    """``model`` wrapped in DistributedDataParallel when there are several processes (once)."""
+    if w.size == 1 or isinstance(model, nn.parallel.DistributedDataParallel):
+        return model
+    return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def fit(
@@ -321,6 +413,19 @@ def fit(
     configuration, e.g. from :func:`~vitlib.train.load_model`). ``test`` is evaluated every
     ``eval_every`` epochs and after the last. ``callback(record)`` runs after each epoch (and its
     checkpoint).
+
+    Inside a process group of several processes (torchrun and
+    :func:`~vitlib.train.distributed.session`) every process calls ``fit`` alike and the model
+    trains data-parallel: a DistributedDataParallel replica per process, each on its slice of
+    every global batch of ``batch_size`` images (which must divide by the number of processes),
+    so the gradients that reach the optimiser (and the clipping) are those of the global batch's
+    mean loss (for a ``loss_fn`` that, like every loss here, averages over its batch), and the
+    weights follow those of one process on the same batches. The global batch
+    and the learning rate stay what they are in one process. Evaluation is split across the
+    processes and summed; the returned history (global figures) is the same on every process;
+    progress, checkpoints and ``callback`` happen on rank 0 only. Dropout draws differ per
+    process. BatchNorm normalises with each process's slice (on GPUs, convert the model with
+    ``nn.SyncBatchNorm.convert_sync_batchnorm`` for global-batch statistics).
     """
     from .checkpoint import load_checkpoint, save_checkpoint
 
@@ -328,7 +433,14 @@ def fit(
         raise ValueError(f"epochs and batch_size must be positive; received epochs={epochs}, batch_size={batch_size}")
     if len(train) == 0:
         raise ValueError("fit received an empty training set")
+    w = world()
+    if batch_size % w.size:
+        raise ValueError(f"batch_size is the global batch, split evenly over the {w.size} processes; received "
+                         f"batch_size={batch_size}, which {w.size} does not divide (try "
+                         f"{max(w.size, batch_size // w.size * w.size)})")
     device = resolve_device(device, model)
+    if w.size > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU
     dtype, use_scaler = _amp(device, amp)
     if loss_fn is None:
         loss_fn = CrossEntropy(label_smoothing, forward_kwargs)
@@ -340,7 +452,8 @@ def fit(
         loss_fn.to(device)  # e.g. a teacher's weights; its mode is the loss's own business
     optimizer = build_optimizer(model, lr=lr, weight_decay=weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
+    batch_sizes = global_batch_sizes(len(train), batch_size, w.size)
+    steps_per_epoch = len(batch_sizes)
     total_steps = epochs * steps_per_epoch
     warmup_steps = int(round(warmup_epochs * steps_per_epoch))
     history, start_epoch, wall_offset = History(), 0, 0.0
@@ -353,9 +466,10 @@ def fit(
             raise ValueError(f"the checkpoint was made for epochs={state['epochs']}; received epochs={epochs} "
                              "(the learning-rate schedule depends on it)")
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    net = _data_parallel(model, device, w)  # broadcasts rank 0's weights and buffers
     cache: dict = {}
     bar = None
-    if progress:
+    if progress and w.main:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"training {type(unwrap(model)).__name__}", unit="epoch")
@@ -363,23 +477,28 @@ def fit(
     step = start_epoch * steps_per_epoch
     for epoch in range(start_epoch, epochs):
         t_epoch = time.perf_counter()
-        torch.manual_seed(seed * 100_003 + epoch)  # dropout and anything else on the global RNG
-        gen = torch.Generator().manual_seed(seed * 100_019 + epoch)  # shuffling and augmentation
-        model.train()
+        # dropout and anything else on the global RNG: its own stream per process
+        torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * w.rank)
+        gen = torch.Generator().manual_seed(seed * 100_019 + epoch)  # shuffling and augmentation: shared
+        net.train()
         loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
-        for x, y in iterate_batches(train, batch_size, shuffle=True, device=device, generator=gen, cache=cache):
+        batches = iterate_batches(train, batch_size, shuffle=True, device=device, generator=gen, cache=cache,
+                                  augment=augment, shard=(w.rank, w.size))
+        for (x, y), global_n in zip(batches, batch_sizes):
             current_lr = lr_at(step, total_steps, warmup_steps, lr, min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            if augment is not None:
-                x = augment(x, gen)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = loss_fn(model, (x, y))
+                out = loss_fn(net, (x, y))
             if not (isinstance(out, tuple) and len(out) == 2):
                 raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
-            loss, logits = out[0], _checked_logits(out[1], model, y, "fit")
+            loss, logits = out[0], _checked_logits(out[1], net, y, "fit")
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            # DDP averages the processes' gradients; weighting each by its share of the global
+            # batch makes that average the gradient of the global batch's mean loss (the weight
+            # is 1 unless the last batch splits unevenly)
+            share = len(y) * w.size / global_n
+            scaler.scale(loss * share if share != 1 else loss).backward()
             if grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(params, grad_clip)
@@ -389,22 +508,24 @@ def fit(
             correct += (logits.detach().argmax(-1) == y).sum()
             seen += len(y)
             step += 1
+        loss_total, correct_total, seen = all_sum([loss_sum.item(), correct.item(), seen], device)
         train_s = time.perf_counter() - t_epoch
-        record = {"epoch": epoch + 1, "train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+        record = {"epoch": epoch + 1, "train_loss": loss_total / seen, "train_acc": correct_total / seen,
                   "lr": current_lr}
         if test is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-            result = evaluate(model, test, device=device, amp=amp, forward_kwargs=forward_kwargs)
+            result = evaluate(model, test, device=device, amp=amp, forward_kwargs=forward_kwargs,
+                              across_processes=True)
             record.update(test_loss=result["loss"], test_acc=result["accuracy"])
         record.update(epoch_s=time.perf_counter() - t_epoch, images_per_s=seen / train_s,
                       wall_s=wall_offset + time.perf_counter() - t_start)
         history.append(record)
-        if checkpoint is not None:
+        if checkpoint is not None and w.main:
             save_checkpoint(checkpoint, model, optimizer=optimizer, scaler=scaler,
                             state={"epoch": epoch + 1, "epochs": epochs, "seed": seed, "history": list(history)})
         if bar is not None:
             bar.update(1)
             bar.set_postfix({k: f"{record[k]:.3f}" for k in ("train_loss", "test_acc") if k in record})
-        if callback is not None:
+        if callback is not None and w.main:
             callback(record)
     if bar is not None:
         bar.close()
