@@ -23,8 +23,17 @@ TINY = {
                       cross_attn_dim_head=8, depth=1),
     "navit": dict(image_size=16, patch_size=4, num_classes=5, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=48,
                   token_dropout_prob=0.25),
+    "distillable_vit": dict(image_size=16, patch_size=4, num_classes=5, dim=32, depth=2, heads=2, dim_head=16,
+                            mlp_dim=48, dropout=0.1, emb_dropout=0.1),
+    "resnet": dict(image_size=16, num_classes=5, layers=(1, 1), widths=(8, 16)),
 }
+NO_ATTENTION = {"resnet"}  # the convolutional teacher
 CLASSES = {**MODELS, "navit": NaViT}
+
+
+def heads_of(out) -> tuple:
+    """A model's output as a tuple: one tensor, or a distillation student's two heads (training)."""
+    return tuple(out) if isinstance(out, tuple) else (out,)
 
 
 def tiny(family: str) -> VisionModel:
@@ -59,7 +68,7 @@ def test_preset_builds_on_meta_and_keeps_the_contract(name):
     assert model.num_classes == 1000 and model.channels == 3
     x = model.example_input(2)
     assert x.device.type == "meta" and x.shape == (2, 3, *model.image_size)
-    assert model(x).shape == (2, 1000)
+    assert all(out.shape == (2, 1000) for out in heads_of(model(x)))
     check_parts_cover(model)
     assert set(model.components().values()) <= {"patch embedding", "positions + tokens", "attention", "mlp", "head"}
     assert model.no_weight_decay() <= set(dict(model.named_parameters()))
@@ -95,7 +104,8 @@ def test_vit_b_16_has_the_papers_size():
 def test_forward_and_example_input(family):
     model = tiny(family)
     x = model.example_input(3)
-    assert model(x).shape == (3, 5)
+    assert all(out.shape == (3, 5) for out in heads_of(model(x)))
+    assert model.eval()(x).shape == (3, 5)  # in eval mode one tensor of logits, whatever the heads
     assert model.num_classes == 5 and model.config == {**model.config, **TINY[family]}
 
 
@@ -135,7 +145,8 @@ def test_attention_maps_in_eval_mode_whatever_the_mode(family):
     model = tiny(family).train()
     x = model.example_input(2)
     maps = model.attention_maps(x)
-    assert model.training and len(maps) == len(bench.attention_entries(model, x)) > 0
+    assert model.training and len(maps) == len(bench.attention_entries(model, x))
+    assert (len(maps) == 0) is (family in NO_ATTENTION)
     again = model.attention_maps(x)  # eval mode: no dropout, no token dropout, so the same maps
     assert all(torch.equal(a, b) for a, b in zip(maps, again))
     for m in maps:

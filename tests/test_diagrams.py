@@ -38,3 +38,15 @@ def test_packing_diagram_colours_images_not_slots():
     assert labels == ["image 0 (32x32), 16 tokens", "image 1 (16x16), 4 tokens", "image 2 (8x16), 2 tokens", "padding"]
     assert len(fig.axes) == 1 + len(plan.groups)
     plt.close(fig)
+
+
+def test_distillation_diagram_reads_the_student():
+    from vitlib import DistillableViT
+
+    student = DistillableViT(image_size=16, patch_size=4, num_classes=10, dim=32, depth=3, heads=2, mlp_dim=32)
+    fig = diagrams.distillation(student, temperature=4, alpha=0.25)
+    text = _texts(fig)
+    assert "1 + 16 patch tokens" in text and "3 transformer" in text and "KL(teacher at T=4)" in text
+    assert "0.25 x" in text and "(1 - 0.25)" in text
+    assert "CE(teacher's top class)" in _texts(diagrams.distillation(student, hard=True))
+    plt.close("all")

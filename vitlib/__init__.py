@@ -1,6 +1,8 @@
 """vitlib: the models, training, measurement and export code of *Efficient Vision Transformers*."""
-from .models import MODELS, CrossViT, LeViT, NaViT, NaViTNested, SimpleViT, ViT
+from .models import MODELS, CrossViT, DistillableViT, LeViT, NaViT, NaViTNested, ResNet, SimpleViT, ViT
+from .distill import DistillWrapper  # noqa: E402  (after the models it trains)
 
 __version__ = "0.1.0"
 
-__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "MODELS", "__version__"]
+__all__ = ["ViT", "SimpleViT", "LeViT", "CrossViT", "NaViT", "NaViTNested", "DistillableViT", "DistillWrapper",
+           "ResNet", "MODELS", "__version__"]

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .layers import pair, posemb_sincos_2d
-from .models import CrossViT, LeViT, NaViT, SimpleViT, ViT
+from .models import CrossViT, DistillableViT, LeViT, NaViT, SimpleViT, ViT
 from .models.levit import VIT_PYTORCH_STEM_WIDTHS, relative_offset_indices
 
 __all__ = ["from_vit_pytorch"]
@@ -20,7 +20,9 @@ __all__ = ["from_vit_pytorch"]
 
 def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
     """Return the vitlib model equivalent to a vit-pytorch ``ViT``, ``SimpleViT``, ``LeViT``,
-    ``CrossViT`` or ``NaViT`` (``vit_pytorch.na_vit``) instance.
+    ``CrossViT`` or ``NaViT`` (``vit_pytorch.na_vit``) instance, or to the student of a
+    ``DistillWrapper`` (a :class:`~vitlib.models.DistillableViT` holding the wrapper's
+    distillation token and head; the teacher is not converted).
 
     ``image_size`` is needed only for a ViT whose patch grid is not square: its learned position
     table tells the number of patches, not the grid's shape. A LeViT becomes a vitlib
@@ -28,12 +30,16 @@ def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
     nonlinearity) and vit-pytorch's fixed stem widths. The result is in eval mode if the source was.
     """
     kind = f"{type(model).__module__}.{type(model).__name__}"
+    if kind == "vit_pytorch.distill.DistillableViT":
+        raise ValueError("vit-pytorch keeps a DistillableViT's distillation token and head in its DistillWrapper: "
+                         "pass the wrapper, from_vit_pytorch(distiller), to convert the student with them")
     converters = {
         "vit_pytorch.vit.ViT": _convert_vit,
         "vit_pytorch.simple_vit.SimpleViT": _convert_simple_vit,
         "vit_pytorch.levit.LeViT": _convert_levit,
         "vit_pytorch.cross_vit.CrossViT": _convert_cross_vit,
         "vit_pytorch.na_vit.NaViT": _convert_na_vit,
+        "vit_pytorch.distill.DistillWrapper": _convert_distill_wrapper,
     }
     if kind == "vit_pytorch.na_vit_nested_tensor.NaViT":
         raise ValueError(
@@ -160,6 +166,24 @@ def _convert_vit(model: nn.Module, image_size) -> ViT:
     sd["cls_token"] = model.cls_token.reshape(num_cls, dim)
     sd["pos_embedding"] = model.pos_embedding.reshape(num_patches + num_cls, dim)
     out.load_state_dict({k: v.detach().clone() for k, v in sd.items()}, strict=True)
+    return out
+
+
+def _convert_distill_wrapper(wrapper: nn.Module, image_size) -> DistillableViT:
+    student = wrapper.student
+    kind = f"{type(student).__module__}.{type(student).__name__}"
+    if kind != "vit_pytorch.distill.DistillableViT":
+        raise ValueError(f"from_vit_pytorch converts a DistillWrapper around vit_pytorch.distill.DistillableViT; "
+                         f"received one around {kind}")
+    norm, head = wrapper.distill_mlp
+    if not isinstance(norm, nn.Identity):
+        raise ValueError("this DistillWrapper was built with mlp_layernorm=True: its distillation head normalises "
+                         "tokens the transformer has already normalised, which vitlib's one-Linear head does not")
+    vit = _convert_vit(student, image_size)
+    out = DistillableViT(**vit.config)
+    sd = {**vit.state_dict(), "distill_token": wrapper.distillation_token.reshape(1, -1),
+          "distill_head.weight": head.weight, "distill_head.bias": head.bias}
+    _load(out, sd)
     return out
 
 

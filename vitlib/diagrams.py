@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import patches as mpatches
 
-__all__ = ["patches_to_tokens", "levit_stages", "crossvit_branches", "packing"]
+__all__ = ["patches_to_tokens", "levit_stages", "crossvit_branches", "packing", "distillation"]
 
 TOKEN = "#6baed6"
 CLS = "#fd8d3c"
@@ -185,6 +185,44 @@ def packing(plan, sizes=None, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, 0.12 + 0.05 * (len(handles) // 4), 1, 1))
+    return fig
+
+
+def distillation(student, *, temperature: float = 3.0, alpha: float = 0.5, hard: bool = False):
+    """DeiT-style distillation of a :class:`~vitlib.models.DistillableViT` ``student``: its class
+    token, patch tokens and distillation token (the counts read from the model) through the
+    transformer; the class head learns the labels, the distillation head the frozen teacher's
+    output (softened at ``temperature``, or its top class when ``hard``); ``alpha`` weighs the two."""
+    n = student.patch_embedding.num_patches
+    fig, ax = _canvas(10, 3.6, 20, 7.2)
+    _box(ax, 0.2, 2.6, 2.0, 2.0, f"image\n{student.image_size[0]} px", GREY)
+    _arrow(ax, 2.2, 3.6, 3.1, 3.6)
+    shown = min(n, 8)
+    _box(ax, 3.2, 3.3, 0.5, 0.6, "cls", CLS, fontsize=6)
+    for i in range(shown):
+        _box(ax, 3.75 + i * 0.42, 3.3, 0.38, 0.6, "", TOKEN)
+    xd = 3.75 + shown * 0.42 + 0.05
+    _box(ax, xd, 3.3, 0.55, 0.6, "dist", "#9e9ac8", fontsize=6)
+    ax.text((3.2 + xd + 0.55) / 2, 4.2, f"1 + {n} patch tokens + 1 distillation token", ha="center", fontsize=7)
+    _arrow(ax, xd + 0.6, 3.6, xd + 1.2, 3.6)
+    x = xd + 1.3
+    _box(ax, x, 2.7, 2.8, 1.8, f"{len(student.transformer.blocks)} transformer\nblocks: every token\n"
+         "attends to every token", "#f7f7f7", fontsize=7)
+    _arrow(ax, x + 2.8, 4.1, x + 3.7, 5.3, text="cls")
+    _arrow(ax, x + 2.8, 3.1, x + 3.7, 1.9, text="dist")
+    hx = x + 3.8
+    _box(ax, hx, 4.9, 1.7, 0.8, "class head", "#74c476", fontsize=7)
+    _box(ax, hx, 1.5, 1.7, 0.8, "distill head", "#9e9ac8", fontsize=7)
+    lx = hx + 2.3
+    _box(ax, lx, 4.9, 4.4, 0.8, f"(1 - {alpha:g}) x CE(labels)", GREY, fontsize=7)
+    term = "CE(teacher's top class)" if hard else f"KL(teacher at T={temperature:g}) x T^2"
+    _box(ax, lx, 1.5, 4.4, 0.8, f"{alpha:g} x {term}", GREY, fontsize=7)
+    _arrow(ax, hx + 1.7, 5.3, lx, 5.3)
+    _arrow(ax, hx + 1.7, 1.9, lx, 1.9)
+    _box(ax, lx + 0.8, 0.1, 2.8, 0.8, "teacher (CNN): frozen,\neval mode", CONV, fontsize=6.5, alpha=0.6)
+    _arrow(ax, lx + 2.2, 0.9, lx + 2.2, 1.5)
+    ax.text(hx + 0.85, 3.6, "inference: the mean\nof the two heads", ha="center", va="center", fontsize=7)
+    fig.tight_layout()
     return fig
 
 

@@ -17,7 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..layers import record_attention
 from ..models.base import owner_of
-from .timing import default_threads, eval_mode, time_interleaved
+from .timing import default_threads, eval_mode, outputs, time_interleaved
 
 __all__ = [
     "COMPONENTS",
@@ -94,7 +94,7 @@ def _flop_counter() -> FlopCounterMode:
 def _run_once(model: nn.Module, inputs, backward: bool) -> None:
     if backward:
         out = model(inputs)
-        out.float().sum().backward()
+        sum(o.float().sum() for o in outputs(out)).backward()
     else:
         with torch.no_grad():
             model(inputs)

@@ -31,6 +31,7 @@ __all__ = [
     "Timing",
     "default_threads",
     "eval_mode",
+    "outputs",
     "batch_and_device",
     "time_function",
     "time_interleaved",
@@ -74,6 +75,12 @@ class Timing:
     def __repr__(self) -> str:
         return (f"Timing({self.label or 'fn'}: median {self.median * 1e3:.3f} ms, IQR {self.iqr * 1e3:.3f} ms, "
                 f"{len(self.times)} runs, {self.threads} threads)")
+
+
+def outputs(out) -> tuple[torch.Tensor, ...]:
+    """A model's output as a tuple of logits: one tensor, or a distillation student's two heads
+    (training mode), which train together."""
+    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 def default_threads() -> int:
@@ -193,7 +200,7 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
 
     def run():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x, **forward_kwargs), y).backward()
+        sum(F.cross_entropy(o, y) for o in outputs(model(x, **forward_kwargs))).backward()
         opt.step()
 
     return run

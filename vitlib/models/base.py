@@ -19,7 +19,12 @@ from torch import nn
 
 from ..layers import check_images, record_attention
 
-__all__ = ["VisionModel", "PatchClassifier", "check_positive", "check_probability", "owner_of", "model_config"]
+__all__ = ["VisionModel", "PatchClassifier", "check_positive", "check_probability", "owner_of", "model_config",
+           "HEADS", "check_head", "select_head"]
+
+#: What a model with a class head and a distillation head returns: ``"both"`` heads' logits as a
+#: pair, their ``"mean"`` (DeiT's inference), or one head alone (``"class"``, ``"distill"``).
+HEADS = ("mean", "class", "distill", "both")
 
 
 def check_positive(**values: int) -> None:
@@ -35,6 +40,33 @@ def check_probability(**values: float) -> None:
            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= float(v) < 1.0}
     if bad:
         raise ValueError(f"expected probabilities in [0, 1); received {', '.join(f'{k}={v!r}' for k, v in bad.items())}")
+
+
+def check_head(head: str | None, name: str = "head", *, equal_classes: bool = True,
+               has_distill: bool = True) -> None:
+    """Raise ValueError unless ``head`` is None or one of :data:`HEADS` this model can give:
+    ``"mean"`` needs two heads over the same classes, anything but ``"class"`` a distillation head."""
+    if head is None:
+        return
+    if head not in HEADS:
+        raise ValueError(f"{name} must be one of {HEADS}; received {head!r}")
+    if not has_distill and head != "class":
+        raise ValueError(f"{name}={head!r} needs a distillation head, and this model has none; use 'class' or None")
+    if head == "mean" and not equal_classes:
+        raise ValueError(f"{name}='mean' averages the class and distillation heads, which needs both over the same "
+                         "classes; these differ (use 'class', 'distill' or 'both')")
+
+
+def select_head(logits: torch.Tensor, distill_logits: torch.Tensor, head: str | None, training: bool,
+                eval_head: str) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """The output of a two-headed model: ``head`` if given, else both heads in training (each trains
+    on its own target) and ``eval_head`` in eval mode."""
+    head = head or ("both" if training else eval_head)
+    if head == "both":
+        return logits, distill_logits
+    if head == "mean":
+        return (logits + distill_logits) / 2
+    return logits if head == "class" else distill_logits
 
 
 def model_config(**kwargs) -> dict:

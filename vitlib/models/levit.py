@@ -33,7 +33,7 @@ from torch import nn
 
 from ..fuse import fuse_batchnorm
 from ..layers import attention, pair
-from .base import VisionModel, check_positive, check_probability, model_config
+from .base import VisionModel, check_head, check_positive, check_probability, model_config, select_head
 
 __all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTBlock", "LeViTStage", "relative_offset_indices",
            "paper_stem_widths", "VIT_PYTORCH_STEM_WIDTHS"]
@@ -196,9 +196,14 @@ class LeViT(VisionModel):
 
     ``dim``, ``depth`` and ``heads`` take an int (the same for every stage) or one value per stage.
     ``image_size`` (an int or ``(height, width)``) must be divisible by 16, the stem's stride; the
-    model accepts only images of exactly that size. With ``num_distill_classes`` the forward pass
-    returns ``(logits, distill_logits)``, the second from a distillation head trained against a
-    teacher's predictions (DeiT-style); otherwise just the logits. ``stem_activation=False`` builds
+    model accepts only images of exactly that size. With ``num_distill_classes`` the model has a
+    second, distillation head, trained against a teacher's predictions (DeiT-style; see
+    :mod:`vitlib.distill`): in training mode the forward pass returns ``(logits,
+    distill_logits)``; in eval mode what ``eval_head`` says: ``"mean"`` of the two heads (the
+    paper's inference, the default when both heads have the same classes), ``"class"`` or
+    ``"distill"`` alone, or ``"both"`` (vit-pytorch's behaviour, the default when the class counts
+    differ). ``forward(img, head=...)`` asks for any of these in either mode. Without a
+    distillation head the forward pass returns the logits. ``stem_activation=False`` builds
     vit-pytorch's stem (four biased convolutions, nothing between them); ``stem_widths`` the three
     inner widths of the stem (default: the paper's, see the module docstring).
     """
@@ -222,6 +227,7 @@ class LeViT(VisionModel):
         stem_activation: bool = True,
         stem_widths: tuple[int, int, int] | None = None,
         channels: int = 3,
+        eval_head: str | None = None,
     ) -> None:
         super().__init__()
         check_positive(num_classes=num_classes, mlp_mult=mlp_mult, stages=stages, dim_key=dim_key,
@@ -229,6 +235,8 @@ class LeViT(VisionModel):
         if num_distill_classes is not None:
             check_positive(num_distill_classes=num_distill_classes)
         check_probability(dropout=dropout)
+        has_distill = num_distill_classes is not None
+        check_head(eval_head, "eval_head", equal_classes=num_distill_classes == num_classes, has_distill=has_distill)
         dims = _per_stage(dim, stages, "dim")
         depths = _per_stage(depth, stages, "depth")
         stage_heads = _per_stage(heads, stages, "heads")
@@ -249,7 +257,7 @@ class LeViT(VisionModel):
         self.config = model_config(image_size=image_size, num_classes=num_classes, dim=dim, depth=depth, heads=heads,
                            mlp_mult=mlp_mult, stages=stages, dim_key=dim_key, dim_value=dim_value, dropout=dropout,
                            num_distill_classes=num_distill_classes, stem_activation=stem_activation,
-                           stem_widths=stem_widths, channels=channels)
+                           stem_widths=stem_widths, channels=channels, eval_head=eval_head)
         self.channels, self.num_classes = channels, num_classes
         self.stem_widths = stem_widths or paper_stem_widths(dims[0])
         self.stem = self._stem(channels, self.stem_widths, dims[0], stem_activation)
@@ -264,7 +272,8 @@ class LeViT(VisionModel):
         self.backbone = nn.Sequential(*layers)
         self.fmap_size = fmap
         self.head = nn.Linear(dims[-1], num_classes)
-        self.distill_head = nn.Linear(dims[-1], num_distill_classes) if num_distill_classes is not None else None
+        self.distill_head = nn.Linear(dims[-1], num_distill_classes) if has_distill else None
+        self.eval_head = eval_head or ("mean" if num_distill_classes == num_classes else "both")
 
     @staticmethod
     def _stem(channels: int, inner: tuple[int, int, int], dim: int, activation: bool) -> nn.Sequential:
@@ -283,15 +292,21 @@ class LeViT(VisionModel):
         self.check_input(img)
         return self.backbone(self.stem(img))
 
-    def forward_head(self, fmap: torch.Tensor):
+    def forward_head(self, fmap: torch.Tensor, head: str | None = None):
+        """Average-pool and classify; ``head`` as in :meth:`forward`."""
         x = fmap.mean(dim=(-2, -1))
         logits = self.head(x)
         if self.distill_head is None:
+            check_head(head, has_distill=False)
             return logits
-        return logits, self.distill_head(x)
+        check_head(head, equal_classes=self.distill_head.out_features == self.num_classes)
+        return select_head(logits, self.distill_head(x), head, self.training, self.eval_head)
 
-    def forward(self, img: torch.Tensor):
-        return self.forward_head(self.forward_features(img))
+    def forward(self, img: torch.Tensor, head: str | None = None):
+        """Logits of images ``(b, c, H, W)``. With a distillation head, ``head`` (one of
+        :data:`~vitlib.models.base.HEADS`) chooses the output; None means both heads in training
+        mode and ``eval_head`` in eval mode."""
+        return self.forward_head(self.forward_features(img), head)
 
     def parts(self) -> dict[str, list[str]]:
         """The stem, each stage, each shrinking attention between stages and the head(s), in order."""

@@ -60,10 +60,19 @@ def _crossvit(sm_dim: int, lg_dim: int, heads: int, lg_depth: int, mlp_ratio: in
                 cross_attn_dim_head=lg_dim // heads, depth=3, dropout=0.0, emb_dropout=0.0)
 
 
+def _resnet(layers, block: str) -> dict:
+    return dict(image_size=224, num_classes=1000, layers=layers, widths=(64, 128, 256, 512), block=block,
+                stem="imagenet")
+
+
 _VIT_SRC = ("parameters: ViT (Dosovitskiy et al., 2021) Table 1 for Base and Large, DeiT (Touvron et al., 2021) "
             "Table 1 for Tiny and Small; multiply-adds and top-1 (ImageNet-1k only): DeiT")
 _LEVIT_SRC = "LeViT (Graham et al., 2021), Table 3 (top-1 with distillation, 1000 epochs)"
 _CROSSVIT_SRC = "CrossViT (Chen et al., 2021), Table 3"
+_DEIT_SRC = ("DeiT (Touvron et al., 2021), distilled models with a RegNetY-16GF teacher, 300 epochs "
+             "(facebookresearch/deit model zoo); here the distillation token has no position embedding "
+             "(vit-pytorch's layout)")
+_RESNET_SRC = "torchvision's ImageNet weights (IMAGENET1K_V1): parameters, GFLOPS (multiply-adds) and acc@1"
 _SIMPLE_SRC = "Better plain ViT baselines (Beyer et al., 2022): the ViT-S/16 configuration; no size figures given"
 
 _TABLE = [
@@ -71,6 +80,12 @@ _TABLE = [
     Preset("ViT-S/16", "vit", _vit(384, 12, 6), 22.0, 4.6, 79.8, _VIT_SRC),
     Preset("ViT-B/16", "vit", _vit(768, 12, 12), 86.0, 17.6, 81.8, _VIT_SRC),
     Preset("ViT-L/16", "vit", _vit(1024, 24, 16), 307.0, None, None, _VIT_SRC),
+    Preset("DeiT-Ti/16-distilled", "distillable_vit", _vit(192, 12, 3), 6.0, None, 74.5, _DEIT_SRC),
+    Preset("DeiT-S/16-distilled", "distillable_vit", _vit(384, 12, 6), 22.0, None, 81.2, _DEIT_SRC),
+    Preset("DeiT-B/16-distilled", "distillable_vit", _vit(768, 12, 12), 87.0, None, 83.4, _DEIT_SRC),
+    Preset("ResNet-18", "resnet", _resnet((2, 2, 2, 2), "basic"), 11.69, 1.814, 69.758, _RESNET_SRC),
+    Preset("ResNet-34", "resnet", _resnet((3, 4, 6, 3), "basic"), 21.80, 3.664, 73.314, _RESNET_SRC),
+    Preset("ResNet-50", "resnet", _resnet((3, 4, 6, 3), "bottleneck"), 25.56, 4.089, 76.13, _RESNET_SRC),
     Preset("SimpleViT-S/16", "simple_vit", _vit(384, 12, 6), None, None, None, _SIMPLE_SRC),
     Preset("LeViT-128S", "levit", _levit((128, 256, 384), (2, 3, 4), (4, 6, 8), 16), 7.8, 0.305, 76.6, _LEVIT_SRC),
     Preset("LeViT-128", "levit", _levit((128, 256, 384), (4, 4, 4), (4, 8, 12), 16), 9.2, 0.406, 78.6, _LEVIT_SRC),

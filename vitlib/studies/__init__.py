@@ -6,10 +6,12 @@
   and a variant compared interleaved, and the ``train`` suite (time to accuracy);
 * :mod:`~vitlib.studies.navit` (chapter 5): the mixed-resolution workload, packing, token dropout
   and the ``navit`` suite;
+* :mod:`~vitlib.studies.distillation` (chapter 6): a teacher, the same student alone and distilled
+  with every image labelled and with few, temperature and alpha, teacher against student speed;
 * :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun.
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import anatomy, lightweight, navit, scaling
+from . import anatomy, distillation, lightweight, navit, scaling
 
-__all__ = ["anatomy", "lightweight", "navit", "scaling"]
+__all__ = ["anatomy", "distillation", "lightweight", "navit", "scaling"]

@@ -68,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default {DEFAULT_TIMEOUT_S:.0f})")
     p.add_argument("--skip-unreadable", action="store_true",
                    help="image folders: leave out images that cannot be read (default: stop, naming them)")
+    d = p.add_argument_group("distillation (vitlib.distill)")
+    d.add_argument("--teacher", type=Path, default=None,
+                   help="a checkpoint of a trained model of the same data (e.g. --model resnet --checkpoint T): "
+                        "the student learns from its outputs too; required by distillable_vit")
+    d.add_argument("--temperature", type=float, default=None, help="soft distillation's temperature (recipe: 3)")
+    d.add_argument("--alpha", type=float, default=None, help="the teacher's share of the loss, 0-1 (recipe: 0.5)")
+    d.add_argument("--hard", action="store_true", help="learn the teacher's top class (DeiT) instead of its "
+                                                       "softened distribution")
     return p
 
 
@@ -148,6 +156,14 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace, device) -> int:
     dataset = args.dataset or recipe["dataset"]["name"]
     if args.skip_unreadable and dataset in IN_MEMORY:
         p.error(f"--skip-unreadable applies to image folders; received --dataset {dataset}")
+    if args.teacher is None and family == "distillable_vit":
+        p.error("distillable_vit learns from a teacher: pass --teacher CHECKPOINT (train one first, e.g. "
+                "python -m vitlib.train --model resnet --checkpoint teacher.safetensors)")
+    if args.teacher is None and (args.temperature is not None or args.alpha is not None or args.hard):
+        p.error("--temperature, --alpha and --hard set distillation, which needs --teacher CHECKPOINT")
+    if args.teacher is not None and family == "navit":
+        p.error("--teacher: NaViT trains on lists of images of different sizes, which a teacher cannot take as one "
+                "batch; distil into another family")
     image_size = args.image_size or _recipe_image_size(family, dataset, mode) or default_image_size(dataset)
     fit_opts = {k: getattr(args, k) for k in CLI_FIT_KEYS if getattr(args, k) is not None}
     shift = args.shift if args.shift is not None else recipe["fit"].get("shift", 0)
@@ -164,6 +180,11 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace, device) -> int:
         if args.resume is not None:
             _check_resume(args.resume, MODELS[family].__name__, run["fit"]["epochs"])
         _check_model(family, config, run, dataset, image_size)
+        teacher = None
+        if args.teacher is not None:
+            from ..distill import load_teacher
+
+            teacher = load_teacher(args.teacher)  # a ValueError for a file that is not a readable checkpoint
         try:
             # one download into the shared data folder: rank 0 first (data already at hand need no wait)
             with main_first() if dataset == "cifar10" else nullcontext():
@@ -176,9 +197,21 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace, device) -> int:
         if w.main:
             print(f"{data}\n{MODELS[family].__name__} {config} ({mode} recipe, {placement})", flush=True)
         bar = w.main and sys.stderr.isatty()  # a progress bar on a terminal, a line per epoch in a log
-        model, history, data = train_recipe(run, seed=args.seed, device=device, data=data, amp=args.amp,
-                                            checkpoint=args.checkpoint, resume=args.resume, progress=bar,
-                                            callback=None if bar else _print_epoch)
+        common = dict(seed=args.seed, device=device, data=data, amp=args.amp, checkpoint=args.checkpoint,
+                      resume=args.resume, progress=bar, callback=None if bar else _print_epoch)
+        if teacher is None:
+            model, history, data = train_recipe(run, **common)
+        else:
+            from ..distill import load_teacher, train_student
+            from .loop import evaluate
+
+            teacher = load_teacher(args.teacher, data, device)
+            accuracy = evaluate(teacher, data.test, device=device)["accuracy"]
+            if w.main:
+                print(f"teacher: {type(teacher).__name__} from {args.teacher}, test accuracy {accuracy:.4f}",
+                      flush=True)
+            model, history, data, _ = train_student(run, teacher, temperature=args.temperature, alpha=args.alpha,
+                                                    hard=True if args.hard else None, **common)
     except (ValueError, FileNotFoundError) as err:
         p.error(_one_line(err))
     if w.main:

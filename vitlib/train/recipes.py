@@ -10,7 +10,10 @@
 * ``model``: ``name`` and the constructor's keywords (image size, channels and classes come from
   the data);
 * ``fit``: keywords of :func:`vitlib.train.fit`, plus ``shift`` (:class:`RandomShift` pixels for
-  in-memory data).
+  in-memory data);
+* optionally ``weights``: ``"imagenet"`` starts a ResNet teacher from torchvision's ImageNet
+  weights (full mode; without a network it says so and starts from scratch), and ``distill``: the
+  temperature, ``alpha`` and ``hard`` of :func:`vitlib.distill.train_student`.
 
 :func:`train_recipe` trains one and returns ``(model, history, data)``.
 """
@@ -47,6 +50,10 @@ FULL_RECIPE = {
 NAVIT_FORWARD = {"group_images": True, "group_max_seq_len": None}
 
 
+# Distillation (vitlib.distill): the blog post's soft distillation at temperature 3, half the loss
+# from the teacher.
+DISTILL = {"temperature": 3.0, "alpha": 0.5, "hard": False}
+
 # The other families, trained with the same optimiser settings so that chapters compare models
 # under one budget. LeViT's stem divides the image by 16, so it sees the digits at 32 pixels (CIFAR-10
 # at 64): a 2x2 map at 32 px would leave nothing for its stages. ViT uses the SimpleViT recipe.
@@ -69,6 +76,18 @@ RECIPES: dict[str, dict[str, dict]] = {
                       "dropout": 0.0, "emb_dropout": 0.0},
             "fit": QUICK_RECIPE["fit"],
         },
+        # the teacher: a small CIFAR-style ResNet (a 3x3 stem at stride 1, three stages of one block)
+        "resnet": {
+            "dataset": {"name": "digits", "image_size": 16},
+            "model": {"name": "resnet", "layers": (1, 1, 1), "widths": (16, 32, 64), "block": "basic", "stem": "cifar"},
+            "fit": {**QUICK_RECIPE["fit"], "epochs": 15},
+        },
+        "distillable_vit": {
+            "dataset": QUICK_RECIPE["dataset"],
+            "model": {**QUICK_RECIPE["model"], "name": "distillable_vit"},
+            "fit": QUICK_RECIPE["fit"],
+            "distill": DISTILL,
+        },
         "navit": {
             "dataset": {"name": "digits", "image_size": 16, "mixed_scales": (0.5, 0.75, 1.0)},
             "model": {"name": "navit", "patch_size": 4, "dim": 64, "depth": 4, "heads": 4, "dim_head": 16,
@@ -78,6 +97,20 @@ RECIPES: dict[str, dict[str, dict]] = {
     },
     "full": {
         "simple_vit": FULL_RECIPE,
+        # ResNet-18 with a stem for 32-pixel images, fine-tuned from ImageNet where the network allows
+        "resnet": {
+            "dataset": {"name": "cifar10", "image_size": 32},
+            "model": {"name": "resnet", "layers": (2, 2, 2, 2), "widths": (64, 128, 256, 512), "block": "basic",
+                      "stem": "cifar"},
+            "weights": "imagenet",
+            "fit": {**FULL_RECIPE["fit"], "epochs": 15, "lr": 5e-4, "warmup_epochs": 1},
+        },
+        "distillable_vit": {
+            "dataset": FULL_RECIPE["dataset"],
+            "model": {**FULL_RECIPE["model"], "name": "distillable_vit"},
+            "fit": FULL_RECIPE["fit"],
+            "distill": DISTILL,
+        },
         "levit": {
             "dataset": {"name": "cifar10", "image_size": 64},
             "model": {"name": "levit", "dim": (128, 256, 384), "depth": (2, 3, 4), "heads": (4, 6, 8),
@@ -143,6 +176,18 @@ def build_model(name: str, data, **config) -> nn.Module:
     return MODELS[name](image_size=data.image_size, channels=data.channels, num_classes=data.num_classes, **config)
 
 
+def start_from_imagenet(model: nn.Module) -> bool:
+    """Load torchvision's ImageNet weights into a ResNet and say so; without them (no network),
+    say why and go on from scratch. Returns whether the weights were loaded."""
+    try:
+        left = model.load_imagenet_weights()
+    except RuntimeError as err:
+        print(f"ImageNet weights unavailable, so the ResNet trains from scratch: {err}")
+        return False
+    print(f"started from torchvision's ImageNet {model.imagenet_arch} weights (new: {', '.join(left)})")
+    return True
+
+
 def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, model_overrides: dict | None = None,
                  seed: int = 0, device: torch.device | str = "cpu", progress: bool = True, data=None,
                  **fit_overrides):
@@ -157,6 +202,8 @@ def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, m
     config = {k: v for k, v in r["model"].items() if k != "name"}
     config.update(model_overrides or {})
     model = build_model(model_name or r["model"]["name"], data, **config)
+    if r.get("weights") == "imagenet" and not model_name:
+        start_from_imagenet(model)
     opts = {k: v for k, v in r["fit"].items() if k != "shift"}
     opts.update(fit_overrides)
     shift = r["fit"].get("shift", 0)
