@@ -479,7 +479,7 @@ def time_interleaved(
     times: dict = {key: [] for key in fns}
     steps: Iterable = [(r, key) for r in range(rounds) for key in fns]
     if progress:
-        from tqdm.auto import tqdm
+        from .book import progress as tqdm  # a widget in Jupyter, none while the book builds
 
         steps = tqdm(list(steps), desc=progress, leave=False)
     for r, key in steps:

@@ -251,7 +251,7 @@ def fit(
     cache: dict = {}
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from .book import progress as tqdm  # a widget in Jupyter, none while the book builds
 
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"training {type(model).__name__}", unit="epoch")
     t_start = time.perf_counter()

@@ -12,7 +12,7 @@ from .models import CrossViT, LeViT, SimpleViT, ViT
 from .models.cross_vit import CROSSVIT_CONFIGS
 from .models.levit import LEVIT_CONFIGS
 
-__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "measure_config", "plot_against_base",
+__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "flops_split_chart", "measure_config", "plot_against_base",
            "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
            "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves"]
 
@@ -81,6 +81,36 @@ def flops_explorer(image_size: int = 32, patch_size: int = 4, dim: int = 128, de
 
     out = w.interactive_output(draw, controls)
     return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
+
+
+def flops_split_chart(image_sizes, models: dict | None = None, **config):
+    """:func:`flops_explorer`'s picture for the HTML book: GFLOPs per component of each model in
+    ``models`` (name: class; default ViT and SimpleViT) built with ``config`` at each image size,
+    counted on the ``meta`` device when the page is built; a slider over the image size and a
+    dropdown over the models switch between them without a kernel (:func:`vitlib.viz.static_chart`)."""
+    import plotly.graph_objects as go
+
+    from .viz import static_chart
+
+    models = models or {"ViT": ViT, "SimpleViT": SimpleViT}
+    frames, titles = {}, {}
+    for name, cls in models.items():
+        frames[name] = {}
+        for size in image_sizes:
+            split, params, tokens = meta_breakdown(cls, image_size=size, **config)
+            parts = [k for k in COMPONENT_COLOURS if split.get(k, 0) > 0]
+            total = sum(split.values())
+            frames[name][size] = [go.Bar(
+                x=[split[k] / 1e9 for k in parts], y=parts, orientation="h", showlegend=False,
+                marker_color=[COMPONENT_COLOURS[k] for k in parts],
+                text=[f"{100 * split[k] / total:.0f}%" for k in parts], textposition="outside",
+                hovertemplate="%{y}: %{x:.2f} GFLOPs<extra></extra>")]
+            titles[name, size] = (f"{name} at {size} px: {tokens} tokens, {params / 1e6:.1f}M parameters, "
+                                  f"{total / 1e9:.1f} GFLOPs")
+    top = max(max(t[0].x) for by_size in frames.values() for t in by_size.values())
+    return static_chart(frames, slider="image size", dropdown="model", title=lambda m, s: titles[m, s],
+                        layout=dict(xaxis=dict(title="GFLOPs per image (forward)", range=[0, top * 1.15]),
+                                    yaxis=dict(autorange="reversed")))
 
 
 def measure_config(model_cls, config: dict, *, batch: int = 16, device: torch.device | str = "cpu",

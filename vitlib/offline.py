@@ -1,0 +1,134 @@
+"""The HTML book's scripts, served from the book itself so that it works offline.
+
+``python -m vitlib.offline DIR`` (run by ``make book`` and ``make test``) writes, under
+``DIR/_static/vendor/``:
+
+- require.js and the ipywidgets 8 embed manager (``@jupyter-widgets/html-manager``) with its
+  fonts, which myst-nb loads on the pages that hold saved widget state;
+- MathJax 3, which Sphinx loads on the pages that hold math;
+- plotly.js, which the charts of :mod:`vitlib.viz` load.
+
+The first two come from the npm registry (``npm pack``, at the versions pinned here); plotly.js is
+the file that the installed ``plotly`` package ships, so the charts and the library that built
+them agree. ``_config.yml`` lists ``DIR`` in ``html_extra_path``, so Sphinx copies it into the book
+without adding its scripts to every page, and points ``nb_ipywidgets_js`` and ``mathjax_path`` at
+the files named by :data:`ASSETS` (the tests check that the two agree).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+__all__ = ["NPM_PACKAGES", "ASSETS", "PLOTLY_JS", "assemble"]
+
+NPM_PACKAGES = {"requirejs": "2.3.8", "@jupyter-widgets/html-manager": "1.0.15", "mathjax": "3.2.2"}
+
+#: Scripts the pages load, relative to the book's ``_static`` folder (Sphinx's form for local
+#: scripts): the widget assets' location, require.js, the embed manager, MathJax, plotly.js.
+ASSETS = {
+    "widgets_path": "vendor/widgets-path.js",
+    "require": "vendor/require.js",
+    "embed": "vendor/html-manager/embed-amd.js",
+    "mathjax": "vendor/mathjax/tex-mml-chtml.js",
+    "plotly": "vendor/plotly.min.js",
+}
+PLOTLY_JS = "_static/" + ASSETS["plotly"]  # relative to the book's root
+
+# The embed manager finds its fonts at window.__jupyter_widgets_assets_path__ (else it looks
+# beside the page); this script, loaded before it, points there.
+_WIDGETS_PATH_JS = ('window.__jupyter_widgets_assets_path__ = new URL("html-manager/", '
+                    "document.currentScript.src).href;\n")
+
+# What each npm package contributes: (path inside the package, path under _static/vendor/).
+_FROM_NPM = {
+    "requirejs": [("require.js", "require.js")],
+    "@jupyter-widgets/html-manager": [("dist/embed-amd.js", "html-manager/embed-amd.js"),
+                                      ("dist/*.woff2", "html-manager/"), ("dist/*.woff", "html-manager/"),
+                                      ("dist/*.ttf", "html-manager/"), ("dist/*.eot", "html-manager/"),
+                                      ("dist/*.svg", "html-manager/"), ("package.json", "html-manager/")],
+    # MathJax loads its fonts, TeX extensions (autoload) and menu parts relative to itself.
+    "mathjax": [("es5/tex-mml-chtml.js", "mathjax/tex-mml-chtml.js"), ("es5/input", "mathjax/input"),
+                ("es5/output/chtml", "mathjax/output/chtml"), ("es5/a11y", "mathjax/a11y"),
+                ("es5/ui", "mathjax/ui"), ("es5/sre", "mathjax/sre"), ("LICENSE", "mathjax/LICENSE")],
+}
+
+
+def _npm_pack(packages: dict[str, str], into: Path) -> dict[str, Path]:
+    """Download each package's tarball (no dependencies, no install scripts) and unpack it."""
+    npm = shutil.which("npm")
+    if npm is None:
+        raise RuntimeError("npm is needed to fetch the book's scripts (Debian: apt-get install npm)")
+    specs = [f"{name}@{version}" for name, version in packages.items()]
+    done = subprocess.run([npm, "pack", "--silent", "--pack-destination", str(into), *specs],
+                          check=True, capture_output=True, text=True)
+    tarballs = [into / line.strip() for line in done.stdout.splitlines() if line.strip()]
+    if len(tarballs) != len(specs):
+        raise RuntimeError(f"npm pack returned {tarballs} for {specs}")
+    unpacked = {}
+    for name, tarball in zip(packages, tarballs):
+        target = into / tarball.stem
+        with tarfile.open(tarball) as tar:
+            tar.extractall(target, filter="data")
+        unpacked[name] = target / "package"
+    return unpacked
+
+
+def _copy(source: Path, pattern: str, vendor: Path, where: str) -> None:
+    """Copy ``source/pattern`` to ``vendor/where``; a ``where`` ending in ``/`` is a folder that
+    receives every match under its own name."""
+    matches = sorted(source.glob(pattern))
+    if not matches:
+        raise FileNotFoundError(f"{pattern!r} is not in {source}")
+    for match in matches:
+        dest = vendor / where / match.name if where.endswith("/") else vendor / where
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if match.is_dir():
+            shutil.copytree(match, dest, dirs_exist_ok=True)
+        else:
+            shutil.copy2(match, dest)
+
+
+def plotly_js_source() -> Path:
+    """The ``plotly.min.js`` that the installed ``plotly`` package ships."""
+    import plotly
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    if not path.is_file():
+        raise FileNotFoundError(f"the plotly package at {path.parent.parent} ships no plotly.min.js")
+    return path
+
+
+def assemble(out: str | Path) -> Path:
+    """Write every script the book's pages load under ``out/_static/vendor/`` and return ``out``."""
+    out = Path(out)
+    vendor = out / "_static" / "vendor"
+    if vendor.exists():
+        shutil.rmtree(vendor)
+    vendor.mkdir(parents=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        unpacked = _npm_pack(NPM_PACKAGES, Path(tmp))
+        for name, items in _FROM_NPM.items():
+            for inside, where in items:
+                _copy(unpacked[name], inside, vendor, where)
+    (vendor / PurePosixPath(ASSETS["widgets_path"]).name).write_text(_WIDGETS_PATH_JS)
+    shutil.copy2(plotly_js_source(), vendor / PurePosixPath(ASSETS["plotly"]).name)
+    missing = [a for a in ASSETS.values() if not (out / "_static" / a).is_file()]
+    if missing:
+        raise RuntimeError(f"assets missing after assembly: {missing}")
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="folder listed in _config.yml's html_extra_path")
+    out = assemble(parser.parse_args(argv).out)
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"book scripts: {out}/_static/vendor ({size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
