@@ -91,14 +91,7 @@ def seed_everything(seed: int) -> None:
 def _versions() -> str:
     from . import __version__
 
-    parts = [f"vitlib {__version__}", f"torch {torch.__version__}"]
-    try:
-        import torchvision
-
-        parts.append(f"torchvision {torchvision.__version__}")
-    except ImportError:  # pragma: no cover
-        pass
-    return ", ".join(parts)
+    return f"vitlib {__version__}, torch {torch.__version__}"
 
 
 def building_book(env: dict | None = None) -> bool:
@@ -130,8 +123,8 @@ def setup(seed: int = 0, quiet: bool = False) -> BookSetup:
     if not quiet:
         from .bench import _device_name
 
-        print(f"{mode} mode (chosen by {reason}); {device}: {_device_name(device)}, {threads} threads; "
-              f"seed {seed}; {_versions()}")
+        print(f"{mode} mode ({reason}); {device}: {_device_name(device)}, {threads} threads; seed {seed}; "
+              f"{_versions()}")
     return BookSetup(device=device, mode=mode, seed=seed, threads=threads, reason=reason)
 
 

@@ -1,7 +1,7 @@
 """The HTML book's scripts, served from the book itself so that it works offline.
 
 ``python -m vitlib.offline DIR`` (run by ``make book`` and ``make test``) writes, under
-``DIR/_static/vendor/``:
+``DIR/_static/offline/`` (a folder name no theme uses):
 
 - require.js and the ipywidgets 8 embed manager (``@jupyter-widgets/html-manager``) with its
   fonts, which myst-nb loads on the pages that hold saved widget state;
@@ -11,8 +11,13 @@
 The first two come from the npm registry (``npm pack``, at the versions pinned here); plotly.js is
 the file that the installed ``plotly`` package ships, so the charts and the library that built
 them agree. ``_config.yml`` lists ``DIR`` in ``html_extra_path``, so Sphinx copies it into the book
-without adding its scripts to every page, and points ``nb_ipywidgets_js`` and ``mathjax_path`` at
-the files named by :data:`ASSETS` (the tests check that the two agree).
+without adding its scripts to every page.
+
+This module is also the Sphinx extension that wires them in (``_config.yml``: ``extra_extensions``):
+it points ``mathjax_path`` and myst-nb's ``nb_ipywidgets_js`` at the files named by
+:data:`ASSETS`, stops the build early with the command to run when they are missing, and removes
+the duplicated inline scripts that Sphinx 7.4 writes into every page (one of them declares a
+``const`` twice, a page error).
 """
 from __future__ import annotations
 
@@ -30,20 +35,32 @@ NPM_PACKAGES = {"requirejs": "2.3.8", "@jupyter-widgets/html-manager": "1.0.15",
 #: Scripts the pages load, relative to the book's ``_static`` folder (Sphinx's form for local
 #: scripts): the widget assets' location, require.js, the embed manager, MathJax, plotly.js.
 ASSETS = {
-    "widgets_path": "vendor/widgets-path.js",
-    "require": "vendor/require.js",
-    "embed": "vendor/html-manager/embed-amd.js",
-    "mathjax": "vendor/mathjax/tex-mml-chtml.js",
-    "plotly": "vendor/plotly.min.js",
+    "require": "offline/require.js",
+    "widgets_config": "offline/widgets-config.js",
+    "embed": "offline/html-manager/embed-amd.js",
+    "mathjax": "offline/mathjax/tex-mml-chtml.js",
+    "plotly": "offline/plotly.min.js",
 }
 PLOTLY_JS = "_static/" + ASSETS["plotly"]  # relative to the book's root
 
-# The embed manager finds its fonts at window.__jupyter_widgets_assets_path__ (else it looks
-# beside the page); this script, loaded before it, points there.
-_WIDGETS_PATH_JS = ('window.__jupyter_widgets_assets_path__ = new URL("html-manager/", '
-                    "document.currentScript.src).href;\n")
+# Loaded after require.js and before the embed manager, on pages with widgets. (1) The manager
+# finds its fonts beside the URL require.js gives its module: map that module to its folder here.
+# (2) ipywidgets' controls typeset their descriptions through MathJax 2's MathJax.Hub.Queue when
+# a MathJax is on the page; the book's MathJax is 3, so give it that one call.
+_WIDGETS_CONFIG_JS = """(function () {
+  var here = new URL(".", document.currentScript.src).href;
+  window.__jupyter_widgets_assets_path__ = here + "html-manager/";
+  window.requirejs.config({paths: {"@jupyter-widgets/html-manager/dist": here + "html-manager"}});
+  window.addEventListener("load", function () {
+    var mj = window.MathJax;
+    if (mj && mj.typesetPromise && !mj.Hub) {
+      mj.Hub = {Queue: function (job) { return mj.typesetPromise([job[2]]); }};
+    }
+  });
+})();
+"""
 
-# What each npm package contributes: (path inside the package, path under _static/vendor/).
+# What each npm package contributes: (path inside the package, path under _static/offline/).
 _FROM_NPM = {
     "requirejs": [("require.js", "require.js")],
     "@jupyter-widgets/html-manager": [("dist/embed-amd.js", "html-manager/embed-amd.js"),
@@ -103,9 +120,9 @@ def plotly_js_source() -> Path:
 
 
 def assemble(out: str | Path) -> Path:
-    """Write every script the book's pages load under ``out/_static/vendor/`` and return ``out``."""
+    """Write every script the book's pages load under ``out/_static/offline/`` and return ``out``."""
     out = Path(out)
-    vendor = out / "_static" / "vendor"
+    vendor = out / "_static" / "offline"
     if vendor.exists():
         shutil.rmtree(vendor)
     vendor.mkdir(parents=True)
@@ -114,7 +131,7 @@ def assemble(out: str | Path) -> Path:
         for name, items in _FROM_NPM.items():
             for inside, where in items:
                 _copy(unpacked[name], inside, vendor, where)
-    (vendor / PurePosixPath(ASSETS["widgets_path"]).name).write_text(_WIDGETS_PATH_JS)
+    (vendor / PurePosixPath(ASSETS["widgets_config"]).name).write_text(_WIDGETS_CONFIG_JS)
     shutil.copy2(plotly_js_source(), vendor / PurePosixPath(ASSETS["plotly"]).name)
     missing = [a for a in ASSETS.values() if not (out / "_static" / a).is_file()]
     if missing:
@@ -122,12 +139,46 @@ def assemble(out: str | Path) -> Path:
     return out
 
 
+def _configure(app, config) -> None:
+    """Point MathJax and the widget embed manager at the book's copies; fail early without them."""
+    config.mathjax_path = ASSETS["mathjax"]
+    config.nb_ipywidgets_js = {ASSETS[k]: {} for k in ("require", "widgets_config", "embed")}
+    roots = [Path(app.confdir, p) for p in config.html_extra_path]
+    missing = [a for a in ASSETS.values() if not any((r / "_static" / a).is_file() for r in roots)]
+    if missing:
+        from sphinx.errors import ConfigError
+
+        raise ConfigError(f"the book's scripts {missing} are in no html_extra_path folder {[str(r) for r in roots]}: "
+                          "run `python -m vitlib.offline _build/offline` (make book and make test do)")
+
+
+def _drop_duplicate_scripts(app, pagename, templatename, context, doctree) -> None:
+    # Sphinx 7.4 adds an inline script registered after the builder starts twice (once with
+    # filename None, once with ''), so a `const` in it is declared twice: keep the first of each.
+    scripts = context.get("script_files")
+    if scripts:
+        seen, unique = set(), []
+        for js in scripts:
+            key = (js.filename or "", tuple(sorted(js.attributes.items()))) if hasattr(js, "attributes") else js
+            if key not in seen:
+                seen.add(key)
+                unique.append(js)
+        scripts[:] = unique
+
+
+def setup(app) -> dict:
+    """Sphinx extension (see the module's doc)."""
+    app.connect("config-inited", _configure)
+    app.connect("html-page-context", _drop_duplicate_scripts)
+    return {"parallel_read_safe": True, "parallel_write_safe": True}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", help="folder listed in _config.yml's html_extra_path")
     out = assemble(parser.parse_args(argv).out)
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-    print(f"book scripts: {out}/_static/vendor ({size / 1e6:.1f} MB)")
+    print(f"book scripts: {out}/_static/offline ({size / 1e6:.1f} MB)")
 
 
 if __name__ == "__main__":
