@@ -3,8 +3,8 @@
 Headless chromium (Debian's package) opens every page of ``_build/html`` from a server on
 127.0.0.1 while every other address is blocked, and fails on any page error: a JavaScript
 exception, a console error, a failed request, or a request for anything outside the book. It
-checks that math was typeset, that saved widgets rendered, and it moves a chart's slider and
-dropdown and reads the new setting from the page. ``make test`` runs it after the strict build
+checks that math was typeset, that saved widgets rendered and that no progress bar was saved,
+and it moves a chart's slider and dropdown and reads the new setting from the page. ``make test`` runs it after the strict build
 (``pytest tests -m browser``). Without chromium it skips, except under CI, where it fails.
 """
 from __future__ import annotations
@@ -140,6 +140,8 @@ def _open(site, doc: str) -> Page:
     assert not problems, f"{doc}:\n" + "\n".join(problems)
     math = page.evaluate(_UNTYPESET)
     assert math["untypeset"] == 0 and not math["raw"], f"{doc}: math left as TeX: {math}"
+    bars = page.evaluate("document.querySelectorAll('.widget-hprogress, .widget-vprogress').length")
+    assert bars == 0, f"{doc}: {bars} progress-bar widgets were saved into the page"
     return page
 
 
