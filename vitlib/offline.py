@@ -43,14 +43,16 @@ ASSETS = {
 }
 PLOTLY_JS = "_static/" + ASSETS["plotly"]  # relative to the book's root
 
-# Loaded after require.js and before the embed manager, on pages with widgets. (1) The manager
-# finds its fonts beside the URL require.js gives its module: map that module to its folder here.
+# Loaded after require.js and before the embed manager, on pages with widgets. (1) Each module in
+# the manager (base, controls, the manager itself...) finds its fonts beside the URL that
+# require.js gives it: map all of them to the manager's folder here.
 # (2) ipywidgets' controls typeset their descriptions through MathJax 2's MathJax.Hub.Queue when
 # a MathJax is on the page; the book's MathJax is 3, so give it that one call.
 _WIDGETS_CONFIG_JS = """(function () {
   var here = new URL(".", document.currentScript.src).href;
   window.__jupyter_widgets_assets_path__ = here + "html-manager/";
-  window.requirejs.config({paths: {"@jupyter-widgets/html-manager/dist": here + "html-manager"}});
+  window.requirejs.config({paths: {"@jupyter-widgets": here + "html-manager",
+                                   "@jupyter-widgets/html-manager/dist": here + "html-manager"}});
   window.addEventListener("load", function () {
     var mj = window.MathJax;
     if (mj && mj.typesetPromise && !mj.Hub) {
