@@ -4,13 +4,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODE ?= quick
+# The scripts the pages load (require.js, the widget embed manager, MathJax, plotly.js), which
+# Sphinx copies into the book so that it works offline (vitlib/offline.py; npm and the plotly wheel).
+OFFLINE := _build/offline
+# The chapters as nbval executed them, beside the book's sources: what the strict build renders.
+EXECUTED := _build/executed
 
-.PHONY: book test unit notebooks strict-book bench clean help
+.PHONY: book test unit notebooks strict-book browser bench clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make book   - set up $(VENV), execute every chapter ($(MODE) mode) and build _build/html"
-	@echo "make test   - set up $(VENV), run unit tests, nbval over book/ and a strict book build"
+	@echo "make test   - set up $(VENV), run unit tests, nbval over book/, a strict build of what nbval"
+	@echo "              executed, and a headless-browser test of the built pages"
 	@echo "make bench SUITE=anatomy - run a benchmark suite, figures to _build/bench/SUITE.json"
 
 $(BIN)/python:
@@ -25,20 +31,31 @@ $(VENV)/.test-deps: $(VENV)/.book-deps requirements-test.txt
 	$(BIN)/python -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-book: $(VENV)/.book-deps
-	VITLIB_MODE=$(MODE) $(BIN)/jupyter-book build . --all
+$(OFFLINE)/.done: $(VENV)/.book-deps vitlib/offline.py
+	$(BIN)/python -m vitlib.offline $(OFFLINE)
+	touch $@
+
+# VITLIB_BOOK_BUILD: no progress widgets saved into pages; charts load the book's own plotly.js.
+book: $(VENV)/.book-deps $(OFFLINE)/.done
+	VITLIB_BOOK_BUILD=1 VITLIB_MODE=$(MODE) $(BIN)/jupyter-book build . --all
 	@test -f _build/html/index.html && echo "book: $(CURDIR)/_build/html/index.html"
 
 unit: $(VENV)/.test-deps
 	$(BIN)/python -m pytest tests
 
+# Each chapter executes once, here; tests/executed_book.py keeps what it produced in $(EXECUTED).
 notebooks: $(VENV)/.test-deps
-	VITLIB_MODE=quick $(BIN)/python -m pytest --nbval-lax book
+	VITLIB_MODE=quick $(BIN)/python -m pytest --nbval-lax book --executed-book $(EXECUTED)
 
-strict-book: $(VENV)/.test-deps
-	VITLIB_MODE=quick $(BIN)/jupyter-book build . --all -W -n --keep-going
+# Renders that execution (the staged _config.yml does not execute) and fails on any warning.
+strict-book: notebooks $(OFFLINE)/.done
+	$(BIN)/jupyter-book build $(EXECUTED) --path-output . --all -W -n --keep-going
 
-test: unit notebooks strict-book
+browser: strict-book
+	$(BIN)/python -m pytest tests -m browser
+
+test: unit notebooks strict-book browser
+	@cat $(EXECUTED)/chapter-times.txt
 
 SUITE ?= anatomy
 bench: $(VENV)/.book-deps

@@ -3,8 +3,13 @@ import os
 import pytest
 import torch
 
-# Chapters executed by nbval inherit this, so vitlib.book.setup() picks quick mode under the tests.
+# Chapters executed by nbval inherit these: vitlib.book.setup() picks quick mode under the tests, and
+# vitlib behaves as while the book builds (no progress widgets; charts load the book's plotly.js),
+# since the strict build renders this very execution (tests/executed_book.py).
 os.environ.setdefault("VITLIB_UNDER_TEST", "1")
+os.environ.setdefault("VITLIB_BOOK_BUILD", "1")
+
+pytest_plugins = ["tests.executed_book"]
 
 
 @pytest.fixture(scope="module")

@@ -35,23 +35,60 @@ def test_bad_mode_is_named():
         book.choose_mode(torch.device("cpu"), {"VITLIB_MODE": "fast"})
 
 
-def test_setup_seeds_and_reports(capsys):
+def test_setup_seeds_and_reports_in_one_line(capsys):
     first = book.setup(seed=3)
     a = torch.rand(3)
     book.setup(seed=3, quiet=True)
     assert torch.equal(a, torch.rand(3))
     out = capsys.readouterr().out
-    assert "mode:   quick" in out and f"torch {torch.__version__}" in out and first.quick
-    assert first.pick(quick=1, full=2) == 1
+    assert out.count("\n") == 1, out
+    assert out.startswith("quick mode (test suite)") and f"torch {torch.__version__}" in out and "threads" in out
+    assert first.quick and first.pick(quick=1, full=2) == 1
+
+
+@pytest.mark.parametrize("value,expected", [(None, False), ("", False), ("0", False), ("false", False),
+                                            ("1", True), ("yes", True)])
+def test_building_book_reads_the_environment(value, expected):
+    env = {} if value is None else {"VITLIB_BOOK_BUILD": value}
+    assert book.building_book(env) is expected
+
+
+def test_no_progress_bar_while_the_book_builds(monkeypatch):
+    monkeypatch.setenv("VITLIB_BOOK_BUILD", "1")
+    assert book.progress(range(3)).disable is True
+    assert list(book.progress(range(3))) == [0, 1, 2]
+    monkeypatch.setenv("VITLIB_BOOK_BUILD", "0")
+    bar = book.progress(range(3))
+    assert not bar.disable and type(bar).__module__.startswith("tqdm")
+    bar.close()
+
+
+def test_setup_cell_installs_with_the_kernels_pip_and_pins_nothing():
+    cell = book.setup_cell()
+    assert f'REPOSITORY = "{book.REPOSITORY_URL}"' in cell
+    code = [ln.strip() for ln in cell.splitlines() if not ln.lstrip().startswith("#")]
+    pip = [ln for ln in code if "install" in ln]
+    assert pip == ['%pip install -q "vitlib @ git+{REPOSITORY}"'], pip  # the kernel's pip, quoted
+    assert not re.search(r"torch|numpy|[=<>]=|[<>]", " ".join(pip)), "the install pins nothing"
+    assert not any("subprocess" in ln or "!pip" in ln for ln in code)
+    assert cell.rstrip().endswith("book = vitlib.book.setup()")
+    assert book.setup_cell("file:///x") == cell.replace(book.REPOSITORY_URL, "file:///x")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_is_committed_clean_and_starts_with_setup_cell(path):
+def test_chapter_opens_with_its_title_then_the_hidden_setup_cell(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
     dirty = [i for i, c in enumerate(code) if c.outputs or c.execution_count]
     assert not dirty, f"{path.name}: code cells {dirty} have outputs; commit notebooks cleared"
-    assert code[0].source == book.setup_cell(), f"{path.name}: first cell differs from vitlib.book.setup_cell()"
+    title = nb.cells[0]
+    assert title.cell_type == "markdown" and title.source.startswith("# "), f"{path.name}: first cell is not its title"
+    setup = nb.cells[1]
+    assert setup.cell_type == "code" and setup.source == book.setup_cell(), \
+        f"{path.name}: the cell after the title differs from vitlib.book.setup_cell()"
+    assert "hide-input" in setup.metadata.get("tags", []), f"{path.name}: the setup cell's input is not hidden"
+    others = [i for i, c in enumerate(code[1:], start=1) if "vitlib.book.setup(" in c.source]
+    assert not others, f"{path.name}: code cells {others} call setup again"
 
 
 def test_every_chapter_is_in_the_toc():
@@ -69,6 +106,15 @@ def test_repository_url_is_configured_in_one_place():
     for path in [ROOT / "README.md", *NOTEBOOKS]:
         for url in re.findall(r"github\.com/[\w.-]+/[\w.-]+", path.read_text()):
             assert url == book.REPOSITORY_URL.split("://")[1], f"{path.name} points at {url}"
+
+
+def test_book_config_serves_its_scripts_from_the_book():
+    config = yaml.safe_load((ROOT / "_config.yml").read_text())
+    assert "vitlib.offline" in config["sphinx"]["extra_extensions"]
+    makefile = (ROOT / "Makefile").read_text()
+    folder = re.search(r"^OFFLINE := (\S+)$", makefile, re.M)[1]
+    assert config["sphinx"]["config"]["html_extra_path"] == [folder]
+    assert "cdn" not in (ROOT / "_config.yml").read_text().lower()
 
 
 def test_book_config_executes_and_excludes_the_package():

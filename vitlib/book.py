@@ -1,9 +1,15 @@
-"""The chapters' first cell: device, mode, seeds and versions, in one call.
+"""The chapters' setup cell (device, mode, seeds and versions, in one call), and how vitlib
+behaves while a chapter runs to become a page of the HTML book.
 
-Every chapter starts with the cell that :func:`setup_cell` returns. In Colab it installs vitlib
-from :data:`REPOSITORY_URL` (the one place the repository's address is configured; the tests
-check that ``_config.yml``, ``pyproject.toml`` and every chapter agree with it), then calls
-:func:`setup`.
+Every chapter opens with its title, then the cell that :func:`setup_cell` returns (its input
+hidden in the HTML book). In Colab that cell installs vitlib with the kernel's own pip from
+:data:`REPOSITORY_URL` (the one place the repository's address is configured; the tests check
+that ``_config.yml``, ``pyproject.toml`` and every chapter agree with it, and run the cell's
+install in a fresh environment), then calls :func:`setup`, which prints one line.
+
+While the book builds (``make book`` and ``make test`` set ``VITLIB_BOOK_BUILD=1``, see
+:func:`building_book`) vitlib shows no progress bars (a tqdm widget saved into a page is a frozen
+bar) and :mod:`vitlib.viz` charts load the book's own plotly.js.
 
 Mode: ``quick`` (small models, the bundled data set, about a minute a chapter on two CPU cores)
 or ``full`` (CIFAR-10, larger models, a GPU). Quick is chosen on CPU, in CI and under the test
@@ -19,8 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["REPOSITORY_URL", "BookSetup", "choose_device", "choose_mode", "seed_everything", "setup", "setup_cell",
-           "show_source"]
+from .progress import BOOK_BUILD_ENV, building_book, progress
+
+__all__ = ["REPOSITORY_URL", "BookSetup", "building_book", "choose_device", "choose_mode", "progress",
+           "seed_everything", "setup", "setup_cell", "show_source"]
 
 REPOSITORY_URL = "https://github.com/efficient-vit/efficient-vision-transformers"
 MODES = ("quick", "full")
@@ -84,18 +92,12 @@ def seed_everything(seed: int) -> None:
 def _versions() -> str:
     from . import __version__
 
-    parts = [f"vitlib {__version__}", f"torch {torch.__version__}"]
-    try:
-        import torchvision
-
-        parts.append(f"torchvision {torchvision.__version__}")
-    except ImportError:  # pragma: no cover
-        pass
-    return ", ".join(parts)
+    return f"vitlib {__version__}, torch {torch.__version__}"
 
 
 def setup(seed: int = 0, quiet: bool = False) -> BookSetup:
-    """Choose device and mode, seed everything, and print what was chosen and the versions."""
+    """Choose device and mode, seed everything, and print one line: what was chosen and why, the
+    threads torch uses, and the versions."""
     device = choose_device()
     mode, reason = choose_mode(device)
     seed_everything(seed)
@@ -103,21 +105,23 @@ def setup(seed: int = 0, quiet: bool = False) -> BookSetup:
     if not quiet:
         from .bench import device_name
 
-        print(f"device: {device} ({device_name(device)}); torch uses {threads} CPU threads")
-        other = "full" if mode == "quick" else "quick"
-        print(f"mode:   {mode} (chosen by {reason}; set VITLIB_MODE={other} for the other mode)")
-        print(f"seed:   {seed}")
-        print(f"using:  {_versions()}")
+        where = f"{device}: {device_name(device)}" if device.type == "cuda" else f"{device}"
+        print(f"{mode} mode ({reason}) on {where}, {threads} threads, seed {seed}; {_versions()}")
     return BookSetup(device=device, mode=mode, seed=seed, threads=threads, reason=reason)
 
 
-def setup_cell() -> str:
-    """Source of every chapter's first cell (kept in sync by the tests)."""
+def setup_cell(repository_url: str = REPOSITORY_URL) -> str:
+    """Source of every chapter's setup cell (the tests keep the chapters in sync with it). In
+    Colab, where vitlib is missing, it installs vitlib with the kernel's own pip (``%pip``) from
+    ``repository_url``; the requirement is quoted and pins nothing that Colab ships."""
     return (
-        "# Setup: in Colab, install vitlib from the book's repository; then choose device and mode.\n"
-        "import importlib.util, subprocess, sys\n"
+        "# Setup: in Colab, install vitlib (the book's package) from the book's repository;\n"
+        "# then choose the device and mode, seed everything, and print the versions.\n"
+        "import importlib.util\n"
+        "\n"
+        f"REPOSITORY = \"{repository_url}\"\n"
         "if importlib.util.find_spec(\"vitlib\") is None:\n"
-        f"    subprocess.run([sys.executable, \"-m\", \"pip\", \"install\", \"-q\", \"git+{REPOSITORY_URL}\"], check=True)\n"
+        "    %pip install -q \"vitlib @ git+{REPOSITORY}\"\n"
         "import vitlib.book\n"
         "\n"
         "book = vitlib.book.setup()"

@@ -16,10 +16,11 @@ from .models import MODELS, presets
 from .studies.lightweight import HEADS_MEANING, compare_configs, resolve_config, sizing_config
 from .studies.navit import token_dropout_sweep
 
-__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "plot_against_base", "sizing_explorer",
-           "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer", "plot_dropout_sweep",
-           "token_dropout_explorer", "plot_training_curves", "plot_data_parallel", "plot_allreduce_sweep",
-           "allreduce_explorer", "plot_condition_curves", "plot_temperature_alpha", "distillation_explorer"]
+__all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "flops_split_chart", "plot_against_base",
+           "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
+           "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves", "plot_data_parallel",
+           "plot_allreduce_sweep", "allreduce_explorer", "plot_condition_curves", "plot_temperature_alpha",
+           "distillation_explorer"]
 
 COMPONENT_COLOURS = {
     "patch embedding": "#8c6d31",
@@ -96,6 +97,37 @@ def flops_explorer(preset: str = "ViT-B/16", **overrides):
 
     out = w.interactive_output(draw, controls)
     return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), out])
+
+
+def flops_split_chart(image_sizes, preset: str | Mapping = "ViT-B/16", families=("vit", "simple_vit"),
+                      **overrides):
+    """:func:`flops_explorer`'s picture for the HTML book: GFLOPs per component of ``preset`` built
+    as each of ``families`` at each image size, counted on the ``meta`` device when the page is
+    built; a slider over the image size and a dropdown over the models switch between them without
+    a kernel (:func:`vitlib.viz.static_chart`)."""
+    import plotly.graph_objects as go
+
+    from .viz import static_chart
+
+    frames, titles = {}, {}
+    for family in families:
+        name = MODELS[family].__name__
+        frames[name] = {}
+        for size in image_sizes:
+            split, params, tokens = meta_breakdown(preset, family=family, image_size=size, **overrides)
+            parts = [k for k in COMPONENT_COLOURS if split.get(k, 0) > 0]
+            total = sum(split.values())
+            frames[name][size] = [go.Bar(
+                x=[split[k] / 1e9 for k in parts], y=parts, orientation="h", showlegend=False,
+                marker_color=[COMPONENT_COLOURS[k] for k in parts],
+                text=[f"{100 * split[k] / total:.0f}%" for k in parts], textposition="outside",
+                hovertemplate="%{y}: %{x:.2f} GFLOPs<extra></extra>")]
+            titles[name, size] = (f"{name} at {size} px: {tokens} tokens, {params / 1e6:.1f}M parameters, "
+                                  f"{total / 1e9:.1f} GFLOPs")
+    top = max(max(t[0].x) for by_size in frames.values() for t in by_size.values())
+    return static_chart(frames, slider="image size", dropdown="model", title=lambda m, s: titles[m, s],
+                        layout=dict(xaxis=dict(title="GFLOPs per image (forward)", range=[0, top * 1.15]),
+                                    yaxis=dict(autorange="reversed")))
 
 
 def plot_against_base(ax, table, title: str = "") -> None:

@@ -159,7 +159,7 @@ def time_interleaved(
     times: dict = {key: [] for key in fns}
     steps: Iterable = [(r, key) for r in range(rounds) for key in fns]
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress as tqdm  # none while the book builds
 
         steps = tqdm(list(steps), desc=progress, leave=False)
     for r, key in steps:

@@ -345,7 +345,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
     loss_sum, correct, n = 0.0, 0, 0
     batches = iterate_batches(part, batch_size, shuffle=False, device=device)
     if progress and w.main:
-        from tqdm.auto import tqdm
+        from ..progress import progress as tqdm  # none while the book builds
 
         batches = tqdm(batches, total=math.ceil(len(part) / batch_size), desc="evaluating", unit="batch")
     try:
@@ -470,7 +470,7 @@ def fit(
     cache: dict = {}
     bar = None
     if progress and w.main:
-        from tqdm.auto import tqdm
+        from ..progress import progress as tqdm  # none while the book builds
 
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"training {type(unwrap(model)).__name__}", unit="epoch")
     t_start = time.perf_counter()
