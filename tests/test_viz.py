@@ -104,3 +104,19 @@ def test_flops_split_chart_counts_each_setting():
     assert bar["y"] == [k for k in COMPONENT_COLOURS if split.get(k, 0) > 0]
     assert bar["x"] == pytest.approx([split[k] / 1e9 for k in bar["y"]])
     assert meta_breakdown(config, family="vit", image_size=32)[2] == 5  # 4 patches and a class token
+
+
+def test_table_has_headers_with_units_and_right_aligned_numbers():
+    import pandas as pd
+
+    from vitlib.viz import table
+
+    df = pd.DataFrame({"model": ["ViT", "SimpleViT"], "median_ms": [1.2345, 2.5], "params": [1234567, 89]})
+    html = table(df, {"model": ("model", ""), "median_ms": ("median (ms)", "{:.2f}"),
+                      "params": ("parameters", "{:,}")}).to_html()
+    assert "median (ms)" in html and "1.23" in html and "1,234,567" in html and "median_ms" not in html
+    assert "text-align: right" in html and ">0<" not in html  # the 0..n index is hidden
+    shown = table(df.set_index("model"), {"params": ("parameters", "{:,}")}, index="model").to_html()
+    assert "SimpleViT" in shown and "median" not in shown
+    with pytest.raises(ValueError, match=r"no column \['flops'\]"):
+        table(df, {"flops": ("GFLOPs", "{:.1f}")})

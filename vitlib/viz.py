@@ -6,6 +6,9 @@ of plotly traces per setting, and returns a :class:`StaticChart`: a plotly figur
 (over a swept value) and dropdown (over series, such as models) switch between those settings in
 the browser.
 
+:func:`table` formats a DataFrame the way every table of the book looks: words and units as
+headers, right-aligned numbers with stated precision, padding, no bare 0..n index.
+
 A :class:`StaticChart` displays as HTML (``text/html``, which a strict book build accepts). While
 the book builds (:func:`vitlib.book.building_book`) that HTML loads the book's own copy of
 plotly.js (:data:`vitlib.offline.PLOTLY_JS`), so the page fetches nothing from elsewhere;
@@ -19,10 +22,10 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from .book import building_book
+from .progress import building_book
 from .offline import PLOTLY_JS
 
-__all__ = ["StaticChart", "static_chart"]
+__all__ = ["StaticChart", "static_chart", "table"]
 
 _counter = itertools.count()
 
@@ -213,3 +216,40 @@ def static_chart(
     if layout:
         fig.update_layout(**layout)
     return StaticChart(fig, options, values, height)
+
+
+def table(df, columns: Mapping[str, tuple[str, str]] | None = None, *, index: str | None = None,
+          caption: str = ""):
+    """``df`` as one of the book's tables (a pandas Styler).
+
+    ``columns`` maps each column to show, in order, to ``(header, format)``: the header in words
+    with its unit (``"median (ms)"``) and a format string (``"{:.2f}"``, ``"{:,}"``, ``"{:.1%}"``,
+    or ``""`` for text). Without ``columns`` every column is shown as it is. Numbers are
+    right-aligned, text left-aligned, missing values shown as a dash. A default 0..n index is
+    hidden; any other index is shown, headed ``index`` when given.
+    """
+    import pandas as pd
+
+    columns = dict(columns) if columns is not None else {c: (str(c), "") for c in df.columns}
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"table: no column {missing} in the data; it has {list(df.columns)}")
+    shown = df[list(columns)].rename(columns={c: header for c, (header, _) in columns.items()})
+    if index is not None:
+        shown = shown.rename_axis(index)
+    formats = {header: fmt for header, fmt in columns.values() if fmt}
+    styler = shown.style.format(formats, na_rep="–")
+    numeric = [header for c, (header, _) in columns.items() if pd.api.types.is_numeric_dtype(df[c])]
+    text = [header for header in shown.columns if header not in numeric]
+    styler = styler.set_properties(subset=numeric, **{"text-align": "right"})
+    styler = styler.set_properties(subset=text, **{"text-align": "left"})
+    styler = styler.set_table_styles([
+        {"selector": "th", "props": "padding: 3px 10px; text-align: right; white-space: nowrap;"},
+        {"selector": "td", "props": "padding: 3px 10px;"},
+        {"selector": "th.row_heading", "props": "text-align: left;"},
+    ])
+    if isinstance(df.index, pd.RangeIndex) and index is None:
+        styler = styler.hide(axis="index")
+    if caption:
+        styler = styler.set_caption(caption)
+    return styler
