@@ -152,3 +152,19 @@ def test_suites_register_by_name_once():
         bench.register_suite("anatomy")(anatomy)
     with pytest.raises(ValueError, match="non-empty string"):
         bench.register_suite("")
+
+
+def test_speedup_rests_on_the_per_call_times_of_the_comparison():
+    from vitlib.claims import Measured
+
+    small = ViT(image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=1, dim_head=16, mlp_dim=16)
+    large = ViT(image_size=16, patch_size=4, num_classes=3, dim=64, depth=4, heads=2, dim_head=32, mlp_dim=256)
+    x = torch.randn(8, 3, 16, 16)
+    df = bench.compare({"large": (large, x), "small": (small, x)}, rounds=2, min_run_time=0.02, warmup=1,
+                       flops=False)
+    m = bench.speedup(df, "small")
+    assert isinstance(m, Measured) and m.low <= m.value <= m.high
+    assert m.value == pytest.approx(df.loc["small", "speedup"])
+    assert m.n == min(len(t) for t in df.attrs["times"].values()) >= 2
+    with pytest.raises(ValueError, match="no candidate 'tiny'"):
+        bench.speedup(df, "tiny")

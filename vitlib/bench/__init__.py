@@ -14,7 +14,7 @@ Measuring code asks the model what it is (``components()``, ``parts()``, ``examp
 knows nothing about any one chapter.
 """
 from .cli import SUITES, load_suites, main, register_suite
-from .comparison import block_time_split, compare, format_table, scaling_sweep
+from .comparison import block_time_split, compare, format_table, scaling_sweep, speedup
 from .counting import (
     COMPONENTS,
     attention_entries,
@@ -61,6 +61,7 @@ __all__ = [
     "measure_train_step",
     "peak_memory",
     "compare",
+    "speedup",
     "scaling_sweep",
     "block_time_split",
     "format_table",

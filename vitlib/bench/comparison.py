@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from ..claims import Measured
 from ..layers import Attention, FeedForward
 from .counting import count_flops, count_parameters, flops_by_component, sequence_length
 from .timing import (
@@ -27,7 +28,7 @@ from .timing import (
     train_step_fn,
 )
 
-__all__ = ["compare", "scaling_sweep", "block_time_split", "format_table"]
+__all__ = ["compare", "speedup", "scaling_sweep", "block_time_split", "format_table"]
 
 
 def compare(
@@ -95,8 +96,23 @@ def compare(
     df["time_ratio"] = df["median_ms"] / df.loc[baseline, "median_ms"]
     df["speedup"] = 1.0 / df["time_ratio"]
     df.attrs.update(mode=mode, baseline=baseline, rounds=rounds, threads=threads,
-                    batch={n: inputs[n][0] for n in names}, device=str(inputs[names[0]][1]))
+                    batch={n: inputs[n][0] for n in names}, device=str(inputs[names[0]][1]),
+                    times={n: list(times[n]) for n in names})
     return df
+
+
+def speedup(table, name: str, baseline: str | None = None) -> Measured:
+    """The speed-up of candidate ``name`` over ``baseline`` (default: the table's baseline) in a
+    :func:`compare` table, with its spread, from the per-call times of the same interleaved rounds
+    (:meth:`vitlib.claims.Measured.ratio`): what a verdict rests on."""
+    times = table.attrs.get("times")
+    if times is None:
+        raise ValueError("speedup needs a table from bench.compare (it keeps the per-call times)")
+    baseline = baseline or table.attrs["baseline"]
+    for key in (name, baseline):
+        if key not in times:
+            raise ValueError(f"no candidate {key!r} in the table; it has {list(times)}")
+    return Measured.ratio(times[baseline], times[name])
 
 
 def scaling_sweep(
