@@ -57,3 +57,24 @@ def test_exact_values_have_no_spread():
 def test_verdict_needs_a_measurement():
     with pytest.raises(ValueError, match="at least one measurement"):
         verdict({}, 1.0)
+
+
+def test_verdict_table_records_the_chapter(tmp_path, monkeypatch):
+    import torch
+
+    from vitlib import results
+    from vitlib.book import BookSetup
+    from vitlib.claims import verdict_table
+
+    monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
+    setup = BookSetup(device=torch.device("cpu"), mode="quick", seed=0, threads=1, reason="test")
+    rows = [{"id": "C2", "measured": "14.70M vs 14.74M", "verdict": "does not hold: 0.25%"}]
+    verdict_table(rows, chapter="02_lightweight_models", setup=setup)
+    saved = results.load("02_lightweight_models")
+    assert saved["claims"] == rows and saved["mode"] == "quick" and saved["provenance"]["device"] == "cpu"
+    assert list(results.load_all()) == ["02_lightweight_models"] and results.load("03_levit") is None
+    rows[0]["verdict"] = "holds"
+    verdict_table(rows, chapter="02_lightweight_models", setup=setup)  # a new run replaces the old
+    assert results.load("02_lightweight_models")["claims"][0]["verdict"] == "holds"
+    with pytest.raises(ValueError, match="pass setup=book"):
+        verdict_table(rows, chapter="02_lightweight_models")

@@ -154,10 +154,12 @@ def verdict(measured: Measured | Mapping[str, Measured], threshold: float, *, at
     return f"{text}: {because}" if because else text
 
 
-def verdict_table(rows: list[dict]):
+def verdict_table(rows: list[dict], *, chapter: str | None = None, setup=None):
     """A table of claims: each row gives ``id``, ``measured`` (text with the numbers measured in
     this run) and ``verdict`` (from :func:`verdict`, or one of :data:`VERDICTS` followed by the
-    reason)."""
+    reason). With ``chapter`` (the notebook's stem) and ``setup`` (the chapter's
+    :func:`vitlib.book.setup`), the rows are also recorded for the synthesis chapter
+    (:func:`vitlib.results.record`)."""
     import pandas as pd
 
     out = []
@@ -168,5 +170,11 @@ def verdict_table(rows: list[dict]):
             raise ValueError(f"verdict must start with one of {VERDICTS}; received {row['verdict']!r}")
         out.append({"claim": f"{row['id']}: {CLAIMS[row['id']]}", "measured here": row["measured"],
                     "verdict": row["verdict"]})
+    if chapter is not None:
+        from .results import record
+
+        if setup is None:
+            raise ValueError("verdict_table(chapter=...) records the run: pass setup=book (vitlib.book.setup())")
+        record(chapter, mode=setup.mode, device=str(setup.device), claims=rows)
     table = pd.DataFrame(out)
     return table.style.hide(axis="index").set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
