@@ -43,13 +43,14 @@ def test_data_parallel_without_gpus_only_calls_the_model(monkeypatch):
 def test_the_diagram_and_the_explorer_draw():
     import matplotlib.pyplot as plt
 
-    from vitlib import widgets
+    from vitlib import diagrams, widgets
 
-    fig, ax = plt.subplots()
-    widgets.plot_data_parallel(ax, processes=3)
-    texts = [t.get_text() for t in ax.texts]
+    fig = diagrams.data_parallel(processes=3)
+    texts = [t.get_text() for t in fig.axes[0].texts]
     assert "process 2\nreplica of the model\nforward, loss, backward" in texts
     assert any("(g0 + g1 + g2) / 3" in t for t in texts)
+    plt.close(fig)
+    fig, ax = plt.subplots()
     result = {"processes": 2, "backend": "gloo", "sweep": {"bytes": [4096, 16_777_216],
                                                            "seconds": [[1e-3, 2e-3, 3e-3], [0.02, 0.04, 0.08]]}}
     widgets.plot_allreduce_sweep(ax, result, {"ViT-B/16": scaling.gradient_bytes("ViT-B/16")})

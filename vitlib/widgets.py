@@ -18,7 +18,7 @@ from .studies.navit import token_dropout_sweep
 
 __all__ = ["meta_breakdown", "plot_flops_breakdown", "flops_explorer", "flops_split_chart", "plot_against_base",
            "sizing_explorer", "meta_parts", "plot_parts", "levit_stage_explorer", "crossvit_explorer",
-           "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves", "plot_data_parallel",
+           "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves",
            "plot_allreduce_sweep", "allreduce_explorer", "plot_condition_curves", "plot_temperature_alpha",
            "distillation_explorer"]
 
@@ -341,46 +341,6 @@ def plot_training_curves(ax, histories: dict, title: str = "") -> None:
 
 # ---------------------------------------------------------------------------------------------
 # many devices (chapter 9)
-
-
-def plot_data_parallel(ax, processes: int = 2) -> None:
-    """The mechanism of data-parallel training, drawn: one global batch cut into a slice per
-    process, a full replica of the model in each, the gradients averaged by an all-reduce, and
-    the same optimiser step everywhere, so the replicas stay equal."""
-    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
-
-    colours = ["#08519c", "#fd8d3c", "#74c476", "#9e9ac8", "#e377c2", "#8c6d31", "#17becf", "#bcbd22"]
-    width = 10.0
-    lane = width / processes
-
-    def box(x, y, w, h, text, colour, alpha=0.18, size=8):
-        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.12",
-                                    fc=colour, ec=colour, alpha=alpha, lw=1.2))
-        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
-
-    def arrow(x, y0, y1):
-        ax.add_patch(FancyArrowPatch((x, y0), (x, y1), arrowstyle="-|>", mutation_scale=10, lw=1, color="#444"))
-
-    ax.text(width / 2, 6.55, "one global batch of B images (the same order on every process: seed, epoch)",
-            ha="center", fontsize=8)
-    for r in range(processes):
-        c = colours[r % len(colours)]
-        x0, mid = r * lane, r * lane + lane / 2
-        ax.add_patch(FancyBboxPatch((x0 + 0.05, 5.9), lane - 0.1, 0.45, boxstyle="square,pad=0", fc=c, alpha=0.7))
-        ax.text(mid, 6.12, f"slice {r}: B/{processes}", ha="center", va="center", fontsize=8, color="white")
-        arrow(mid, 5.85, 5.3)
-        box(x0 + 0.15, 3.95, lane - 0.3, 1.3, f"process {r}\nreplica of the model\nforward, loss, backward", c)
-        arrow(mid, 3.9, 3.35)
-        ax.text(mid, 3.15, f"gradients g{r}", ha="center", fontsize=8)
-        arrow(mid, 2.95, 2.45)
-        arrow(mid, 1.55, 1.05)
-        box(x0 + 0.15, 0.2, lane - 0.3, 0.8, "optimiser step\n(same weights after)", c, size=8)
-    terms = " + ".join(f"g{r}" for r in range(processes)) if processes <= 3 else f"g0 + ... + g{processes - 1}"
-    box(0.15, 1.6, width - 0.3, 0.8, f"all-reduce: every process receives the mean ({terms}) / {processes}, "
-        "overlapped with the backward pass", "#444444", alpha=0.12)
-    ax.set_xlim(-0.1, width + 0.1)
-    ax.set_ylim(0, 6.8)
-    ax.axis("off")
 
 
 def plot_allreduce_sweep(ax, result: dict, marks: dict | None = None, title: str = "") -> None:
