@@ -168,3 +168,22 @@ def test_speedup_rests_on_the_per_call_times_of_the_comparison():
     assert m.n == min(len(t) for t in df.attrs["times"].values()) >= 2
     with pytest.raises(ValueError, match="no candidate 'tiny'"):
         bench.speedup(df, "tiny")
+
+
+def test_a_long_call_is_still_timed_at_least_min_calls_times():
+    import time
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        time.sleep(0.02)  # longer than min_run_time: one block alone would hold one figure
+
+    t = bench.time_function(slow, min_run_time=0.001, warmup=0)
+    assert len(t.times) >= bench.MIN_CALLS and t.iqr >= 0
+    times = bench.time_interleaved({"a": slow, "b": slow}, rounds=2, min_run_time=0.001, warmup=0)
+    assert all(len(v) >= bench.MIN_CALLS for v in times.values()), {k: len(v) for k, v in times.items()}
+    with pytest.raises(ValueError, match="min_calls must be at least 1; received 0"):
+        bench.time_function(slow, min_calls=0)
+    with pytest.raises(ValueError, match="rounds must be at least 1; received 0"):
+        bench.time_interleaved({"a": slow}, rounds=0)

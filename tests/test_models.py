@@ -62,30 +62,6 @@ def test_a_few_steps_fit_a_batch(cls):
 # ----- bad input ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cls", [ViT, SimpleViT])
-@pytest.mark.parametrize(
-    "shape,pattern",
-    [
-        ((2, 3, 8, 8), r"expects images of 16x16 pixels.*received 8x8"),  # vit-pytorch slices its table here
-        ((2, 3, 32, 32), r"expects images of 16x16 pixels.*received 32x32"),
-        ((2, 3, 16, 12), r"expects images of 16x16 pixels.*received 16x12"),
-        ((2, 1, 16, 16), r"expects 3 channels.*received 1 channels"),
-        ((3, 16, 16), r"received a 3-D tensor of shape \(3, 16, 16\).*unsqueeze"),
-        ((1, 2, 3, 16, 16), r"received a 5-D tensor"),
-    ],
-)
-def test_bad_images_raise_value_error(cls, shape, pattern):
-    model = build(cls)
-    with pytest.raises(ValueError, match=pattern) as err:
-        model(torch.randn(*shape))
-    assert "(batch, 3, 16, 16)" in str(err.value)
-
-
-def test_integer_images_are_rejected():
-    with pytest.raises(ValueError, match=r"received dtype torch.uint8"):
-        build(ViT)(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
-
-
 def test_non_tensor_is_rejected():
     with pytest.raises(TypeError, match="received list"):
         build(SimpleViT)([[0.0]])

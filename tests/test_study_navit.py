@@ -87,15 +87,22 @@ def test_comparison_honours_num_classes_and_packs_as_in_training(monkeypatch):
 
 
 def test_one_name_for_token_dropout():
-    """Every public function of the measuring code, the studies and the widgets calls token dropout
-    ``token_dropout_prob``, NaViT's own keyword."""
+    """Every public function and method of the models, the measuring code, the studies and the
+    widgets calls token dropout ``token_dropout_prob``, NaViT's own keyword."""
+    import vitlib.models.na_vit
+    import vitlib.models.packing
+
     other_names = {"token_dropout", "rate", "rates", "drop_rate", "dropout_rate"}
-    for module in (vitlib.bench, study, vitlib.widgets):
+    for module in (vitlib.models.packing, vitlib.models.na_vit, vitlib.bench, study, vitlib.widgets):
         for name in module.__all__:
-            fn = getattr(module, name)
-            if callable(fn) and not isinstance(fn, type):
-                clash = other_names & set(inspect.signature(fn).parameters)
-                assert not clash, f"{module.__name__}.{name} takes {sorted(clash)}"
+            obj = getattr(module, name)
+            members = [obj] if not isinstance(obj, type) else [
+                m for k, m in vars(obj).items() if callable(m) and not k.startswith("_") or k == "__init__"]
+            for fn in members:
+                if callable(fn):
+                    clash = other_names & set(inspect.signature(fn).parameters)
+                    assert not clash, f"{module.__name__}.{name} takes {sorted(clash)}"
+                    assert not other_names & {getattr(fn, "__name__", "")}, f"{module.__name__}.{name}"
 
 
 def test_chapter_5_trains_navit_with_the_recipes_packing():

@@ -200,6 +200,27 @@ def test_forward_kwargs_reach_training_and_evaluation(data):
     assert model.seen and {scale for _, scale in model.seen} == {2.0}
 
 
+def test_evaluate_takes_the_same_loss_hook_as_fit(data):
+    model = small_vit()
+    plain = evaluate(model, data.test)
+    seen = []
+
+    def doubled(m, batch):
+        x, y = batch
+        seen.append(m.training)
+        logits = m(x)
+        return 2 * torch.nn.functional.cross_entropy(logits, y), logits
+
+    hooked = evaluate(model, data.test, loss_fn=doubled, batch_size=100)  # batches of unequal size
+    assert seen and not any(seen)  # called in eval mode
+    assert hooked["loss"] == pytest.approx(2 * plain["loss"], rel=1e-5)
+    assert hooked["accuracy"] == plain["accuracy"] and hooked["n"] == plain["n"]
+    with pytest.raises(ValueError, match="forward_kwargs or a loss_fn"):
+        evaluate(model, data.test, loss_fn=doubled, forward_kwargs={"scale": 2.0})
+    with pytest.raises(TypeError, match=r"must return \(loss, logits\); received Tensor"):
+        evaluate(model, data.test, loss_fn=lambda m, b: m(b[0]))
+
+
 class TwoHeads(torch.nn.Module):
     """A student with a class head and a distillation head: both in training, their mean in eval."""
 

@@ -27,6 +27,7 @@ from .counting import (
 )
 from .provenance import device_name, provenance
 from .timing import (
+    MIN_CALLS,
     Timing,
     batch_and_device,
     default_threads,
@@ -49,6 +50,7 @@ __all__ = [
     "sequence_length",
     "part_table",
     "COMPONENTS",
+    "MIN_CALLS",
     "Timing",
     "time_function",
     "time_interleaved",

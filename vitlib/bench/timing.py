@@ -28,6 +28,7 @@ logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 from torch.utils import benchmark  # noqa: E402
 
 __all__ = [
+    "MIN_CALLS",
     "Timing",
     "default_threads",
     "eval_mode",
@@ -41,6 +42,10 @@ __all__ = [
     "measure_train_step",
     "peak_memory",
 ]
+
+
+#: The fewest timed calls a figure rests on: a median and a spread need several measurements.
+MIN_CALLS = 5
 
 
 @dataclass
@@ -127,20 +132,27 @@ def time_function(
     device: torch.device | str | None = None,
     label: str = "",
     batch: int | None = None,
+    min_calls: int = MIN_CALLS,
 ) -> Timing:
     """Time ``fn()`` with :class:`torch.utils.benchmark.Timer` after ``warmup`` calls.
 
     ``num_threads`` defaults to :func:`torch.get_num_threads` (the Timer's own default is one
     thread). ``blocked_autorange`` runs blocks of calls for at least ``min_run_time`` seconds; the
-    per-call times of all blocks are returned. CUDA work is synchronised inside each call.
+    per-call time of each block is returned. When a call is so long that fewer than ``min_calls``
+    blocks fit, single calls are timed until there are ``min_calls`` figures, so that a median
+    and a spread always rest on several measurements. CUDA work is synchronised inside each call.
     """
+    if min_calls < 1:
+        raise ValueError(f"min_calls must be at least 1; received {min_calls}")
     threads = num_threads or default_threads()
     run = _synchronised(fn, device)
     for _ in range(warmup):
         run()
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
-    m = timer.blocked_autorange(min_run_time=min_run_time)
-    return Timing(times=list(m.times), threads=threads, label=label, batch=batch)
+    times = list(timer.blocked_autorange(min_run_time=min_run_time).times)
+    while len(times) < min_calls:
+        times.extend(timer.timeit(number=1).times)
+    return Timing(times=times, threads=threads, label=label, batch=batch)
 
 
 def time_interleaved(
@@ -152,10 +164,15 @@ def time_interleaved(
     warmup: int = 3,
     device: torch.device | str | None = None,
     progress: str | None = None,
+    min_calls: int = MIN_CALLS,
 ) -> dict:
     """Time every ``fns[key]()`` in turn, for ``rounds`` rounds, and return each key's per-call
-    times. Interleaving means a slow spell of a shared machine hits every candidate alike.
-    ``warmup`` calls precede each candidate's first timing; ``progress`` is a progress-bar title."""
+    times (at least ``min_calls`` of them, spread over the rounds). Interleaving means a slow
+    spell of a shared machine hits every candidate alike. ``warmup`` calls precede each
+    candidate's first timing; ``progress`` is a progress-bar title."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be at least 1; received {rounds}")
+    per_round = -(-min_calls // rounds)  # ceil: every round adds its share of the minimum
     times: dict = {key: [] for key in fns}
     steps: Iterable = [(r, key) for r in range(rounds) for key in fns]
     if progress:
@@ -164,7 +181,7 @@ def time_interleaved(
         steps = tqdm(list(steps), desc=progress, leave=False)
     for r, key in steps:
         t = time_function(fns[key], num_threads=num_threads, min_run_time=min_run_time,
-                          warmup=warmup if r == 0 else 1, device=device)
+                          warmup=warmup if r == 0 else 1, device=device, min_calls=per_round)
         times[key].extend(t.times)
     return times
 

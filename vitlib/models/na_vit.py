@@ -189,7 +189,7 @@ class NaViT(VisionModel):
 
     # ----- host side: checks and plan --------------------------------------------------------
 
-    def drop_rate(self, height: int, width: int) -> float:
+    def token_dropout_prob_of(self, height: int, width: int) -> float:
         """Token-dropout rate of an image of ``height x width`` pixels (0 without token dropout)."""
         p = self.token_dropout_prob
         if p is None:
@@ -257,7 +257,7 @@ class NaViT(VisionModel):
         if not self.training or self.token_dropout_prob is None:
             return counts
         draws = torch.rand(len(images)).tolist()  # the host's generator: no wait for the device
-        return [kept_tokens(n, self.drop_rate(*img.shape[-2:]), u) for n, img, u in zip(counts, images, draws)]
+        return [kept_tokens(n, self.token_dropout_prob_of(*img.shape[-2:]), u) for n, img, u in zip(counts, images, draws)]
 
     @torch.compiler.disable
     def prepare(

@@ -26,22 +26,22 @@ __all__ = ["kept_tokens", "max_kept_tokens", "pack_sequences", "pack_greedy", "p
 # ----- token dropout: how many tokens an image keeps ----------------------------------------------
 
 
-def kept_tokens(tokens: int, rate: float, u: float) -> int:
-    """Tokens an image of ``tokens`` patches keeps under token dropout at ``rate``, given ``u``
-    drawn uniformly from [0, 1): ``floor(tokens * (1 - rate) + u)``, at least 1.
+def kept_tokens(tokens: int, token_dropout_prob: float, u: float) -> int:
+    """Tokens an image of ``tokens`` patches keeps under token dropout at ``token_dropout_prob``
+    (the rate), given ``u`` drawn uniformly from [0, 1): ``floor(tokens * (1 - rate) + u)``, at least 1.
 
     Rounding at random this way makes the applied rate the nominal one in expectation: an image of
     4 tokens at rate 0.3 keeps 3 tokens 80% of the time and 2 otherwise, 2.8 on average, where
     truncating (``int(4 * 0.7)``, vit-pytorch's rule) always keeps 2, a rate of 0.5. Only an image
     so small that it would keep less than one token on average keeps more than the nominal share.
     """
-    return max(1, min(tokens, math.floor(tokens * (1.0 - rate) + u)))
+    return max(1, min(tokens, math.floor(tokens * (1.0 - token_dropout_prob) + u)))
 
 
-def max_kept_tokens(tokens: int, rate: float) -> int:
+def max_kept_tokens(tokens: int, token_dropout_prob: float) -> int:
     """The most tokens :func:`kept_tokens` can keep: ``ceil(tokens * (1 - rate))``, at least 1 (a
     bound for ``group_max_seq_len``)."""
-    return max(1, min(tokens, math.ceil(tokens * (1.0 - rate))))
+    return max(1, min(tokens, math.ceil(tokens * (1.0 - token_dropout_prob))))
 
 
 # ----- packing (pure functions of the lengths) ---------------------------------------------------

@@ -230,10 +230,13 @@ def _part(dataset: Dataset, rank: int, size: int) -> Dataset:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, device: torch.device | str | None = None,
-             amp: str = "auto", forward_kwargs: dict | None = None, progress: bool = False,
-             across_processes: bool = False) -> dict:
-    """Mean cross-entropy and top-1 accuracy (0-1) of ``model(x, **forward_kwargs)`` on ``dataset``,
-    in eval mode (the model's mode is restored afterwards).
+             amp: str = "auto", forward_kwargs: dict | None = None, loss_fn: LossFn | None = None,
+             progress: bool = False, across_processes: bool = False) -> dict:
+    """Mean loss and top-1 accuracy (0-1) of ``model`` on ``dataset``, in eval mode (the model's
+    mode is restored afterwards).
+
+    The loss is ``loss_fn(model, (x, y)) -> (loss, logits)`` averaged over the images (the same
+    hook as :func:`fit`'s), by default plain cross-entropy of ``model(x, **forward_kwargs)``.
 
     With ``across_processes=True`` inside a process group, which every process must then call,
     each process evaluates one consecutive part of ``dataset`` and the sums are all-reduced: every
@@ -243,7 +246,14 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
     model = unwrap(model)
     device = resolve_device(device, model)
     dtype, _ = _amp(device, amp)
-    kwargs = dict(forward_kwargs or {})
+    if loss_fn is None:
+        loss_fn = CrossEntropy(0.0, forward_kwargs)
+    elif not callable(loss_fn):
+        raise TypeError("loss_fn must be a callable (model, batch) -> (loss, logits); received "
+                        f"{type(loss_fn).__name__}")
+    elif forward_kwargs:
+        raise ValueError("evaluate takes forward_kwargs or a loss_fn (which makes its own forward pass); "
+                         "received both")
     w = world() if across_processes else World()
     part = _part(dataset, w.rank, w.size) if w.size > 1 else dataset
     was_training = model.training
@@ -257,8 +267,11 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
     try:
         for x, y in batches:
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                logits = _checked_logits(model(x, **kwargs), model, y, "evaluate")
-            loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+                out = loss_fn(model, (x, y))
+            if not isinstance(out, tuple) or len(out) != 2:
+                raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
+            loss, logits = out[0], _checked_logits(out[1], model, y, "evaluate")
+            loss_sum += loss.float().item() * len(y)
             correct += (logits.argmax(-1) == y).sum().item()
             n += len(y)
     finally:
