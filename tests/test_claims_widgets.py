@@ -60,7 +60,7 @@ def test_sizing_explorer_measures_base_and_variant_in_one_interleaved_call(monke
     matplotlib.use("Agg")
     timed, variants = [], []
     interleaved = comparison.time_interleaved
-    measure = widgets.compare_configs
+    measure = widgets.lightweight.compare_configs
 
     def spy_time(fns, **kwargs):
         timed.append(set(fns))
@@ -71,7 +71,7 @@ def test_sizing_explorer_measures_base_and_variant_in_one_interleaved_call(monke
         return measure(base, variant, **kwargs)
 
     monkeypatch.setattr(comparison, "time_interleaved", spy_time)
-    monkeypatch.setattr(widgets, "compare_configs", spy_compare)
+    monkeypatch.setattr(widgets.lightweight, "compare_configs", spy_compare)
     box = sizing_explorer(CFG, batch=2, rounds=1, min_run_time=0.01)
     sliders = {c.description: c for column in box.children[0].children for c in column.children}
     sliders["heads"].value = 4

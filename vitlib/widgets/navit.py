@@ -1,0 +1,66 @@
+"""Chapter 5's widgets: token dropout and training curves."""
+from __future__ import annotations
+
+import torch
+
+from ..studies.navit import token_dropout_sweep
+
+
+def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
+    """Measured training-step speed-up against ``token_dropout_prob`` (a
+    :func:`vitlib.studies.navit.token_dropout_sweep` table), beside the ideal ``1 / (1 - p)``: the
+    factor by which the tokens shrink."""
+    import numpy as np
+
+    probs = sweep["token_dropout_prob"].to_numpy(dtype=float)
+    fine = np.linspace(0, probs.max(), 50)
+    ax.plot(fine, 1 / (1 - fine), ":", color="grey", label="tokens kept: 1 / (1 - p)")
+    ax.plot(probs, sweep["speedup"], "o-", color="#08519c", label="training step (measured)")
+    ax.set_xlabel("token_dropout_prob")
+    ax.set_ylabel("speed-up over p = 0")
+    ax.legend()
+    ax.set_title(title)
+
+
+def token_dropout_explorer(images, labels, config: dict, *, device: torch.device | str = "cpu",
+                           min_run_time: float = 0.1):
+    """A slider over NaViT's ``token_dropout_prob``: each change times a training step at that
+    probability and at 0 on ``images`` (interleaved, one round) and shows the kept tokens and the
+    two times."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+
+    slider = w.FloatSlider(value=0.5, min=0.0, max=0.9, step=0.1, description="token_dropout_prob",
+                           style={"description_width": "130px"}, continuous_update=False)
+
+    def draw(token_dropout_prob):
+        p = token_dropout_prob
+        sweep = token_dropout_sweep([0.0, p] if p else [0.0], images, labels, config=config, rounds=1,
+                                    min_run_time=min_run_time, warmup=1, device=device)
+        fig, ax = plt.subplots(figsize=(6, 2.6))
+        labels_ = [f"p = {r:g}" for r in sweep["token_dropout_prob"]]
+        ax.barh(labels_, sweep["median_ms"], color=["#bdbdbd", "#08519c"][: len(sweep)])
+        for i, row in sweep.reset_index(drop=True).iterrows():
+            ax.text(row["median_ms"], i, f" {row['median_ms']:.0f} ms, {row['tokens']} tokens", va="center")
+        ax.set_xlim(0, sweep["median_ms"].max() * 1.6)
+        ax.set_xlabel(f"training step, {len(images)} images (measured)")
+        ax.set_title(f"speed-up {sweep['speedup'].iloc[-1]:.2f}x")
+        plt.show()
+
+    out = w.interactive_output(draw, {"token_dropout_prob": slider})
+    return w.VBox([slider, out])
+
+
+def plot_training_curves(ax, histories: dict, title: str = "") -> None:
+    """Test accuracy against measured training time, one line per ``label: History`` (from
+    :func:`vitlib.train.fit`): the picture of "accuracy under the same budget"."""
+    for label, history in histories.items():
+        h = history.frame()
+        ax.plot(h["wall_s"], h["test_acc"], "o-", ms=3, label=str(label))
+    ax.set(xlabel="training time (s, measured)", ylabel="test accuracy", title=title)
+    ax.set_ylim(top=1.0)
+    ax.legend()
+
+
+# ---------------------------------------------------------------------------------------------
+# many devices (chapter 9)
