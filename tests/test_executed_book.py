@@ -33,12 +33,14 @@ def test_nbval_execution_is_staged_for_the_build(tmp_path):
     (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/intro\nchapters:\n  - file: book/good\n")
     (tmp_path / "_config.yml").write_text("title: t\nexecute:\n  execute_notebooks: force\n"
                                           "sphinx:\n  config:\n    html_extra_path: [_build/offline]\n")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "VITLIB_MODE": "quick", "VITLIB_SLOW_S": "0"}
     done = subprocess.run([sys.executable, "-m", "pytest", "-p", "tests.executed_book", "-p", "no:cacheprovider",
                            "--nbval-lax", "book", "--executed-book", "staged", "-q"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout + done.stderr  # bad.ipynb fails, as it must
     assert "chapter execution times" in done.stdout and "good.ipynb" in done.stdout
+    over = next(line for line in done.stdout.splitlines() if "over 0 s in quick mode" in line)
+    assert "good.ipynb (" in over, over  # a chapter over its budget is named
 
     staged = tmp_path / "staged"
     config = yaml.safe_load((staged / "_config.yml").read_text())
