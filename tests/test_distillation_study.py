@@ -115,3 +115,27 @@ def test_grid_reuses_the_runs_it_was_given(data):
     by = grid.set_index(["temperature", "alpha"])["accuracy"]
     assert by[(3.0, 0.0)] == 0.123 and by[(3.0, 0.5)] == 0.456  # alone and soft: reused
     assert by[(3.0, 0.9)] not in (0.123, 0.456, 0.789)  # trained
+
+
+def test_temperature_alpha_chart_shows_each_temperatures_students_and_teacher():
+    import json
+    import re
+
+    import pandas as pd
+
+    from vitlib.widgets import temperature_alpha_chart
+
+    rows = [{"temperature": t, "alpha": a, "accuracy": 0.5 + 0.1 * a + 0.01 * t, "agreement": 0.9}
+            for t in (1.0, 3.0) for a in (0.0, 0.5, 0.9)]
+    grid = pd.DataFrame(rows)
+    grid.attrs["test_size"] = 360
+    logits = torch.tensor([2.0, 0.0, 1.0])
+    chart = temperature_alpha_chart(grid, logits, ["a", "b", "c"])
+    assert chart.values == {None: [1.0, 3.0]}
+    spec = json.loads(re.search(r'id="[^"]+-spec">(.*?)</script>', chart.to_html(), re.S)[1])
+    step = spec["layout"]["sliders"][0]["steps"][1]  # T = 3
+    assert step["args"][1]["title.text"].startswith("T = 3: one seed each, 360 test images")
+    students, teacher = [t for t, shown in zip(spec["data"], step["args"][0]["visible"]) if shown]
+    at_three = grid[grid["temperature"] == 3.0].sort_values("alpha")
+    assert students["y"] == pytest.approx(list(100 * at_three["accuracy"]))
+    assert teacher["y"] == pytest.approx(torch.softmax(logits / 3, -1).tolist())

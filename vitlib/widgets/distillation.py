@@ -84,3 +84,41 @@ def distillation_explorer(grid, teacher_logits, class_names=None):
 
     out = w.interactive_output(draw, {"temperature": t_slider, "alpha": a_slider})
     return w.VBox([w.HBox([t_slider, a_slider]), out])
+
+
+def temperature_alpha_chart(grid, teacher_logits=None, class_names=None):
+    """:func:`distillation_explorer`'s picture for the HTML book (:func:`vitlib.viz.static_chart`):
+    a slider over the temperatures of a
+    :func:`~vitlib.studies.distillation.temperature_alpha_grid` table; at each, the test accuracy
+    of the student trained at every alpha (alpha 0: the student alone), and, given one image's
+    ``teacher_logits``, the teacher's distribution at that temperature (right panel)."""
+    import plotly.graph_objects as go
+
+    from ..viz import static_chart
+
+    temps = sorted(set(grid["temperature"]))
+    alone = 100 * float(grid[grid["alpha"] == 0]["accuracy"].iloc[0])
+    frames = {}
+    for t in temps:
+        g = grid[grid["temperature"] == t].sort_values("alpha")
+        traces = [go.Bar(x=[f"{a:g}" for a in g["alpha"]], y=list(100 * g["accuracy"]),
+                         marker_color=["#bdbdbd" if a == 0 else "#08519c" for a in g["alpha"]],
+                         text=[f"{100 * v:.1f}%" for v in g["accuracy"]], textposition="outside",
+                         showlegend=False, hovertemplate="alpha %{x}: %{y:.1f}%<extra></extra>")]
+        if teacher_logits is not None:
+            p = torch.softmax(torch.as_tensor(teacher_logits, dtype=torch.float32) / t, -1).tolist()
+            names = [str(c) for c in (class_names or range(len(p)))]
+            traces.append(go.Bar(x=names, y=p, xaxis="x2", yaxis="y2", marker_color="#8c6d31",
+                                 showlegend=False, hovertemplate="class %{x}: %{y:.3f}<extra></extra>"))
+        frames[t] = traces
+    top = 100 * float(grid["accuracy"].max())
+    layout = dict(xaxis=dict(title="alpha (the teacher's share of the loss)", type="category"),
+                  yaxis=dict(title="test accuracy (%)", range=[0, min(100, top * 1.15)]))
+    if teacher_logits is not None:
+        layout.update(xaxis=dict(layout["xaxis"], domain=[0, 0.55]),
+                      xaxis2=dict(title="class", domain=[0.65, 1], anchor="y2", type="category"),
+                      yaxis2=dict(title="teacher's probability", range=[0, 1], anchor="x2"))
+    size = grid.attrs.get("test_size", "?")
+    return static_chart(frames, slider="temperature", layout=layout,
+                        title=lambda _, t: f"T = {t:g}: one seed each, {size} test images; "
+                                           f"alone {alone:.1f}%")
