@@ -117,3 +117,46 @@ def flops_split_chart(image_sizes, preset: str | Mapping = "ViT-B/16", families=
     return static_chart(frames, slider="image size", dropdown="model", title=lambda m, s: titles[m, s],
                         layout=dict(xaxis=dict(title="GFLOPs per image (forward)", range=[0, top * 1.15]),
                                     yaxis=dict(autorange="reversed")))
+
+
+def plot_scaling(df, title: str = "", batch: int | None = None):
+    """Two panels from a :func:`vitlib.studies.anatomy.with_gflops` table: counted FLOPs per image
+    stacked into the parts linear in the tokens and the quadratic scores, and measured latency on
+    log-log axes, with lines of slope 1 and 2 through the largest setting (where the asymptote
+    lives), so the measured curve's slope can be read against them."""
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.4))
+    ax1.stackplot(df["tokens"], df["linear GFLOPs"], df["scores GFLOPs"],
+                  labels=["linear in n (projections, MLP, embedding, head)", "attention scores (n²)"],
+                  colors=[COMPONENT_COLOURS["mlp"], COMPONENT_COLOURS["attention (scores)"]])
+    ax1.set(xlabel="tokens n", ylabel="GFLOPs per image", title="FLOPs (counted)")
+    ax1.legend(loc="upper left", fontsize=8)
+    n, ms = df["tokens"], df["median_ms"]
+    ax2.loglog(n, ms, "o-", label="measured")
+    scale = n / n.iloc[-1]
+    ax2.loglog(n, ms.iloc[-1] * scale, "--", color="grey", label="slope 1 (linear in n)")
+    ax2.loglog(n, ms.iloc[-1] * scale ** 2, ":", color="grey", label="slope 2 (quadratic in n)")
+    ax2.set_ylim(ms.min() / 3, ms.max() * 2)
+    unit = f"ms per batch of {batch}" if batch else "ms per batch"
+    ax2.set(xlabel="tokens n", ylabel=unit, title="latency (measured, median)")
+    ax2.legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    plt.show()
+
+
+def plot_time_against_flops(df, title: str = ""):
+    """Attention's share of one block (attention and MLP) in measured time and in counted FLOPs,
+    against the number of tokens; columns ``tokens``, ``attention_share`` and ``flops_share``."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.0))
+    ax.semilogx(df["tokens"], df["attention_share"], "o-", label="share of time (measured)")
+    ax.semilogx(df["tokens"], df["flops_share"], "s--", label="share of FLOPs (counted)")
+    ax.axhline(0.5, color="grey", lw=0.5)
+    ax.set(ylim=(0, 1), xlabel="tokens n", ylabel="attention / (attention + MLP)", title=title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    plt.show()
