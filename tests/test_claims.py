@@ -78,3 +78,33 @@ def test_verdict_table_records_the_chapter(tmp_path, monkeypatch):
     assert results.load("02_lightweight_models")["claims"][0]["verdict"] == "holds"
     with pytest.raises(ValueError, match="pass setup=book"):
         verdict_table(rows, chapter="02_lightweight_models")
+
+
+def test_all_of_needs_every_part_to_hold():
+    from vitlib.claims import all_of
+
+    holds, fails = "holds", "does not hold: too slow"
+    unsure = "inconclusive on this machine"
+    assert all_of({"speed": holds, "accuracy": holds}).startswith("holds: speed: holds")
+    assert all_of({"speed": holds, "accuracy": fails}).startswith("does not hold")
+    assert all_of({"speed": unsure, "accuracy": holds}).startswith("inconclusive on this machine")
+    assert all_of({"speed": "holds only when batch 64", "accuracy": holds}).startswith("inconclusive")
+    with pytest.raises(ValueError, match="must be a verdict"):
+        all_of({"speed": "fast"})
+    with pytest.raises(ValueError, match="at least one part"):
+        all_of({})
+
+
+def test_seed_difference_pairs_seeds():
+    import pandas as pd
+
+    from vitlib.claims import seed_difference
+
+    results = pd.DataFrame({"condition": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2],
+                            "accuracy": [0.80, 0.90, 0.82, 0.91, 0.81, 0.92]})
+    results.attrs["test_size"] = 1000
+    d = seed_difference(results, "b", "a")
+    assert d.value == pytest.approx(10.0) and d.n == 3 and d.unit == "pt"
+    assert d.low < 10.0 < d.high
+    with pytest.raises(ValueError, match="no condition 'c'"):
+        seed_difference(results, "c", "a")

@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-__all__ = ["CLAIMS", "VERDICTS", "Measured", "verdict", "verdict_table"]
+__all__ = ["CLAIMS", "VERDICTS", "Measured", "all_of", "seed_difference", "verdict", "verdict_table"]
 
 CLAIMS: dict[str, str] = {
     "C1": "SimpleViT (2-D sin-cos positions, mean pooling, no dropout) trains ~30% faster than ViT on "
@@ -152,6 +152,40 @@ def verdict(measured: Measured | Mapping[str, Measured], threshold: float, *, at
     else:
         text = "inconclusive on this machine"
     return f"{text}: {because}" if because else text
+
+
+def all_of(parts: Mapping[str, str]) -> str:
+    """The verdict on a claim that bundles several (a speed-up AND an accuracy kept), from the
+    verdicts on its parts (each from :func:`verdict`): "holds" when every part holds, "does not
+    hold" when any part does not, else "inconclusive on this machine". The reason names each
+    part's verdict."""
+    if not parts:
+        raise ValueError("all_of needs at least one part; received none")
+    heads = {name: next(v for v in VERDICTS if text.startswith(v)) if any(text.startswith(v) for v in VERDICTS)
+             else None for name, text in parts.items()}
+    bad = [name for name, h in heads.items() if h is None]
+    if bad:
+        raise ValueError(f"each part must be a verdict starting with one of {VERDICTS}; received {bad}")
+    if all(h == "holds" for h in heads.values()):
+        text = "holds"
+    elif any(h == "does not hold" for h in heads.values()):
+        text = "does not hold"
+    else:
+        text = "inconclusive on this machine"
+    return text + ": " + "; ".join(f"{name}: {parts[name]}" for name in parts)
+
+
+def seed_difference(results, other: str, base: str) -> Measured:
+    """Accuracy of condition ``other`` minus ``base`` in percentage points, paired by seed, with
+    its uncertainty (:meth:`Measured.difference`), from a table with columns ``condition``,
+    ``seed`` and ``accuracy`` (0-1) whose ``attrs["test_size"]`` is the test-set size."""
+    by = results.set_index(["condition", "seed"])["accuracy"]
+    seeds = sorted(set(results["seed"]))
+    for name in (base, other):
+        if name not in set(results["condition"]):
+            raise ValueError(f"no condition {name!r} in the results; they have {sorted(set(results['condition']))}")
+    return Measured.difference([by[(base, s)] for s in seeds], [by[(other, s)] for s in seeds],
+                               results.attrs["test_size"])
 
 
 def verdict_table(rows: list[dict], *, chapter: str | None = None, setup=None):

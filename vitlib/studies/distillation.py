@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..bench import eval_mode, time_interleaved
-from ..claims import Measured
+from ..claims import Measured, seed_difference
 from ..data import DataSplit, TensorImageDataset
 from ..distill import UNLABELLED, DistillationLoss, agreement
 from ..models import DistillableViT, ResNet
@@ -205,11 +205,8 @@ def compare_students(data: DataSplit, teacher: torch.nn.Module, student_config: 
 
 def accuracy_difference(results, other: str, base: str = "alone") -> Measured:
     """Accuracy of condition ``other`` minus ``base`` in percentage points, paired by seed, with
-    its uncertainty (:meth:`vitlib.claims.Measured.difference`)."""
-    by = results.set_index(["condition", "seed"])["accuracy"]
-    seeds = sorted(set(results["seed"]))
-    return Measured.difference([by[(base, s)] for s in seeds], [by[(other, s)] for s in seeds],
-                               results.attrs["test_size"])
+    its uncertainty (:func:`vitlib.claims.seed_difference`)."""
+    return seed_difference(results, other, base)
 
 
 def relative_accuracy(results, condition: str, teacher_accuracy: float) -> Measured:

@@ -4,19 +4,33 @@
   book's convention (:data:`HEADS_MEANING`): the attention's inner width ``heads * dim_head`` stays
   ``dim``, so ``dim_head = dim // heads``;
 * :func:`compare_configs`: a base and a variant measured in one interleaved comparison;
+* :func:`knob_sweep`: one knob at a time, every setting and the base timed in ONE interleaved run,
+  so that each ratio to the base comes from the same rounds;
+* :func:`profile_train_step`: where a training step's time goes, operator by operator
+  (``torch.profiler``);
+* :func:`one_more_token`: what one more token (a class token) costs each layer at a small size;
+* :func:`train_seeds`: models trained with one recipe over several seeds, for an accuracy
+  difference with its uncertainty;
 * the ``train`` bench suite: the quick-mode SimpleViT recipe trained on the bundled digits.
 """
 from __future__ import annotations
 
 import time
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import torch
 
-from ..bench import compare, register_suite
+from ..bench import compare, register_suite, scaling_sweep
+from ..bench.timing import eval_mode, inference_fn, time_interleaved, train_step_fn
+from ..claims import Measured
 from ..models import MODELS, presets
 
-__all__ = ["HEADS_MEANING", "sizing_config", "resolve_config", "compare_configs", "train_suite"]
+__all__ = ["HEADS_MEANING", "DROPOUT_OPS", "sizing_config", "resolve_config", "compare_configs",
+           "knob_sweep", "one_more_token", "profile_train_step", "train_seeds", "train_suite"]
+
+#: The operators that draw dropout masks in a training step on CPU (the multiplications that
+#: apply the masks are counted with all other multiplications).
+DROPOUT_OPS = ("aten::bernoulli_", "aten::native_dropout", "aten::native_dropout_backward")
 
 #: What "heads" means wherever the book varies it.
 HEADS_MEANING = "heads at a fixed inner width: dim_head = dim / heads"
@@ -76,6 +90,128 @@ def compare_configs(
     inputs = {name: m.example_input(batch, device) for name, m in models.items()}
     return compare({name: (models[name], inputs[name]) for name in models}, mode="inference", rounds=rounds,
                    min_run_time=min_run_time, num_threads=num_threads, warmup=2)
+
+
+def knob_sweep(model_cls, base: Mapping, knobs: Mapping[str, Sequence[Mapping]], *, batch: int = 16,
+               device: torch.device | str = "cpu", rounds: int = 2, min_run_time: float = 0.15,
+               num_threads: int | None = None):
+    """Change one knob at a time from ``base``: ``knobs`` maps a knob's name to the settings to
+    try (each a dict of changes, e.g. ``{"depth": 8}``). The base and every setting are built and
+    timed (inference) in ONE interleaved :func:`~vitlib.bench.scaling_sweep`, so each ratio to
+    the base comes from the same rounds.
+
+    Returns a DataFrame with ``knob``, ``value`` (the knob's value in that setting), ``params``,
+    ``gflops``, ``median_ms`` and the same three divided by the base's (``params_x``,
+    ``gflops_x``, ``time_x``) and ``is_base``. The base's measurement comes first, with knob
+    ``"base"``, and is repeated once under every knob at the base's value of that knob, so that
+    each knob's rows draw a whole curve."""
+    import pandas as pd
+
+    labels, settings = [("base", None)], [{}]
+    for knob, changes in knobs.items():
+        for change in changes:
+            if knob not in change:
+                raise ValueError(f"each setting of knob {knob!r} must change {knob!r}; received {dict(change)}")
+            labels.append((knob, change[knob]))
+            settings.append(dict(change))
+    df = scaling_sweep(model_cls, dict(base), settings, batch=batch, device=device, rounds=rounds,
+                       min_run_time=min_run_time, num_threads=num_threads)
+    out = pd.DataFrame({"knob": [k for k, _ in labels], "value": [v for _, v in labels],
+                        "params": df["params"], "gflops": df["gflops"], "median_ms": df["median_ms"]})
+    for col, rel in (("params", "params_x"), ("gflops", "gflops_x"), ("median_ms", "time_x")):
+        out[rel] = out[col] / out.loc[0, col]
+    out["is_base"] = [k == "base" for k, _ in labels]
+    repeats = [{**out.iloc[0].to_dict(), "knob": knob, "value": base[knob]} for knob in knobs if knob in base]
+    out = pd.concat([out, pd.DataFrame(repeats)], ignore_index=True)
+    out.attrs.update(base=dict(base), batch=batch, device=str(device))
+    return out
+
+
+def profile_train_step(model: torch.nn.Module, x: torch.Tensor, *, steps: int = 5, warmup: int = 2,
+                       top: int = 8):
+    """Profile ``steps`` training steps (forward, cross-entropy, backward, AdamW, on a copy of
+    ``model``) with ``torch.profiler`` on the CPU, after ``warmup`` steps.
+
+    Returns a DataFrame of the ``top`` operators by self time: ``op``, ``calls`` (per step),
+    ``self_ms`` (per step) and ``share`` (of all operators' self time). ``attrs`` holds
+    ``ops_per_step`` (every operator call, nested ones included), ``self_ms_per_step``,
+    ``us_per_op`` (mean self time of one operator call), ``dropout_share`` (the share of
+    :data:`DROPOUT_OPS`) and ``fused_attention`` (whether a fused attention kernel ran). The profiler adds its own overhead to every call, so read shares and
+    counts, not absolute times."""
+    import pandas as pd
+    from torch.profiler import ProfilerActivity, profile
+
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1; received {steps}")
+    step = train_step_fn(model, x)
+    for _ in range(warmup):
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(e.self_cpu_time_total for e in events)
+    calls = sum(e.count for e in events)
+    rows = [{"op": e.key, "calls": e.count / steps, "self_ms": e.self_cpu_time_total / steps / 1e3,
+             "share": e.self_cpu_time_total / total} for e in events]
+    df = pd.DataFrame(rows).sort_values("self_ms", ascending=False).reset_index(drop=True)
+    dropout = float(df.loc[df["op"].isin(DROPOUT_OPS), "share"].sum())
+    fused = any(("flash" in e.key or "efficient_attention" in e.key) and "backward" not in e.key for e in events)
+    top_df = df.head(top).reset_index(drop=True)
+    top_df.attrs.update(fused_attention=fused, ops_per_step=calls / steps, self_ms_per_step=total / steps / 1e3,
+                        us_per_op=total / calls, dropout_share=dropout, steps=steps)
+    return top_df
+
+
+def one_more_token(dim: int, heads: int, dim_head: int, mlp_dim: int, tokens: int, *, batch: int = 64,
+                   device: torch.device | str = "cpu", rounds: int = 3, min_run_time: float = 0.1,
+                   num_threads: int | None = None) -> dict:
+    """Time one :class:`~vitlib.layers.Attention` and one :class:`~vitlib.layers.FeedForward`
+    (inference) at ``tokens`` and at ``tokens + 1`` tokens, all four interleaved, and return
+    ``{"attention": Measured, "mlp": Measured}``: the time at ``tokens + 1`` over the time at
+    ``tokens`` (above 1: the extra token costs that much more). Compare with the FLOP ratios,
+    ``((n + 1) / n) ** 2`` for the scores and ``(n + 1) / n`` for everything else."""
+    from ..layers import Attention, FeedForward
+
+    if tokens < 1:
+        raise ValueError(f"tokens must be at least 1; received {tokens}")
+    device = torch.device(device)
+    layers = {"attention": Attention(dim, heads, dim_head).to(device), "mlp": FeedForward(dim, mlp_dim).to(device)}
+    fns = {(part, n): inference_fn(layer, torch.randn(batch, n, dim, device=device))
+           for part, layer in layers.items() for n in (tokens, tokens + 1)}
+    with eval_mode(layers["attention"]), eval_mode(layers["mlp"]):
+        times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=num_threads,
+                                 device=device)
+    return {part: Measured.ratio(times[(part, tokens + 1)], times[(part, tokens)]) for part in layers}
+
+
+def train_seeds(recipe: Mapping, models: Mapping[str, tuple[str, Mapping]], seeds: Sequence[int], *, data,
+                device: torch.device | str = "cpu", **fit_overrides):
+    """Train each of ``models`` (a name mapped to ``(family, overrides)``, e.g.
+    ``{"ViT": ("vit", {"dropout": 0.1})}``) with ``recipe`` once per seed, one model after the
+    other, and return a DataFrame with ``condition``, ``seed``, ``accuracy`` (final test
+    accuracy), ``wall_s`` (training and evaluation) and ``images_per_s`` (median epoch).
+    ``attrs`` holds ``test_size`` and the ``histories``;
+    :func:`vitlib.claims.seed_difference` turns it into an accuracy difference."""
+    import pandas as pd
+
+    from ..train import train_recipe
+
+    if not seeds:
+        raise ValueError("train_seeds needs at least one seed; received none")
+    rows, histories = [], {}
+    for seed in seeds:
+        for name, (family, overrides) in models.items():
+            _, history, _ = train_recipe(dict(recipe), model_name=family, model_overrides=dict(overrides),
+                                         seed=seed, data=data, device=device, **fit_overrides)
+            frame = history.frame()
+            histories[(name, seed)] = frame
+            rows.append({"condition": name, "seed": seed, "accuracy": float(frame["test_acc"].iloc[-1]),
+                         "wall_s": float(frame["wall_s"].iloc[-1]),
+                         "images_per_s": float(frame["images_per_s"].median())})
+    table = pd.DataFrame(rows)
+    table.attrs.update(test_size=len(data.test), histories=histories, seeds=list(seeds))
+    return table
 
 
 @register_suite("train")

@@ -70,3 +70,76 @@ def sizing_explorer(base: str | Mapping, *, family: str | None = None, batch: in
     out = w.interactive_output(draw, controls)
     note = w.HTML(f"<small>{HEADS_MEANING}; base and variant timed interleaved</small>")
     return w.VBox([w.HBox([w.VBox(list(controls.values())[:3]), w.VBox(list(controls.values())[3:])]), note, out])
+
+
+def plot_posemb_similarity(grid: int = 8, dim: int = 64, points=((0, 0), (3, 4), (7, 2))):
+    """SimpleViT's fixed 2-D sine-cosine positions: for a few patches of a ``grid`` x ``grid``
+    image, the cosine similarity of that patch's position vector (``dim`` values) to every other
+    patch's. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    from ..layers import posemb_sincos_2d
+
+    pe = posemb_sincos_2d(grid, grid, dim)
+    pe = pe / pe.norm(dim=1, keepdim=True)
+    fig, axes = plt.subplots(1, len(points), figsize=(2.6 * len(points), 2.8))
+    for ax, (r, c) in zip(axes, points):
+        if not (0 <= r < grid and 0 <= c < grid):
+            raise ValueError(f"points must lie on the {grid}x{grid} grid; received ({r}, {c})")
+        sim = (pe @ pe[r * grid + c]).view(grid, grid)
+        im = ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1)
+        ax.plot(c, r, "r+", ms=12)
+        ax.set_title(f"patch (row {r}, column {c})", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(im, ax=list(axes), shrink=0.8, label="cosine similarity")
+    fig.suptitle(f"Fixed sine-cosine positions, {grid}x{grid} patches, width {dim}", fontsize=10)
+    return fig
+
+
+def plot_knobs(sweep, title: str = ""):
+    """One panel per knob of a :func:`~vitlib.studies.lightweight.knob_sweep` table: parameters,
+    FLOPs and measured latency as multiples of the base model's (log scales). Returns the
+    figure."""
+    import matplotlib.pyplot as plt
+
+    knobs = [k for k in dict.fromkeys(sweep["knob"]) if k != "base"]
+    base = sweep.attrs.get("base", {})
+    fig, axes = plt.subplots(1, len(knobs), figsize=(2.3 * len(knobs), 2.9), sharey=True)
+    for ax, knob in zip(axes, knobs):
+        rows = sweep[sweep["knob"] == knob].sort_values("value")
+        xs = list(rows["value"])
+        for col, label, style in (("params_x", "parameters", "o-"), ("gflops_x", "FLOPs", "s--"),
+                                  ("time_x", "latency (measured)", "^-")):
+            ax.plot(xs, rows[col], style, label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(v) for v in xs])
+        ax.minorticks_off()
+        ax.axhline(1, color="grey", lw=0.5)
+        if knob in base:
+            ax.axvline(base[knob], color="grey", lw=0.5, ls=":")
+        ax.set_yscale("log", base=2)
+        ax.set_xlabel("heads (width fixed)" if knob == "heads" else knob.replace("_", " "))
+    axes[0].set_ylabel("multiple of the base")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_seed_curves(ax, results, title: str = "") -> None:
+    """Test accuracy per epoch of each condition of a
+    :func:`~vitlib.studies.lightweight.train_seeds` table: the mean over seeds as a line, the
+    range over seeds shaded."""
+    import numpy as np
+
+    histories = results.attrs["histories"]
+    for name in dict.fromkeys(results["condition"]):
+        curves = [h for (n, _), h in histories.items() if n == name]
+        epochs = curves[0]["epoch"].to_numpy()
+        acc = np.stack([h["test_acc"].to_numpy() for h in curves])
+        line, = ax.plot(epochs, acc.mean(0), label=f"{name} ({len(curves)} seeds)")
+        ax.fill_between(epochs, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test accuracy")
+    ax.legend()
+    ax.set_title(title, fontsize=10)
