@@ -94,6 +94,18 @@ def test_chapter_opens_with_its_title_then_the_hidden_setup_cell(path):
     assert not others, f"{path.name}: code cells {others} call setup again"
 
 
+#: The width of the book's text column, in characters of code: a wider line scrolls sideways.
+CODE_WIDTH = 88
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_code_line_is_wider_than_the_page(path):
+    nb = nbformat.read(path, as_version=4)
+    wide = [(i, len(line)) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for line in c.source.splitlines() if len(line) > CODE_WIDTH]
+    assert not wide, f"{path.name}: (cell, width) of code lines wider than {CODE_WIDTH}: {wide}"
+
+
 def test_every_chapter_is_in_the_toc():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
     files = {toc["root"]} | {c["file"] for c in toc.get("chapters", [])}

@@ -191,3 +191,22 @@ def test_chapter_one_has_math_widgets_and_a_chart_that_moves(site):
     problems = _problems(page, site[1])
     assert not problems, "\n".join(problems)
     page.close()
+
+
+def test_chapter_two_knob_chart_switches_knobs_without_a_kernel(site):
+    page = _open(site, "book/02_lightweight_models")
+    chart = "document.querySelector('.vitlib-static-chart')"
+    title = f"{chart}.querySelector('.gtitle').textContent"
+    assert page.evaluate(title).startswith("One knob at a time: "), page.evaluate(title)
+    header = f"{chart}.querySelector('.updatemenu-header').textContent"
+    page.click(*_centre(page, f"{chart}.querySelector('.updatemenu-header')"))
+    options = page.evaluate(f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
+                            ".map(b => b.textContent)")
+    other = next(o for o in options if o != page.evaluate(header))
+    page.click(*_centre(page, f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
+                              f".find(b => b.textContent === {other!r})"))
+    knob = other.split(": ", 1)[1].replace("_", " ")
+    page.wait_for(f"{title}.endsWith({knob!r})", timeout=10, what=f"the chart to show the knob {knob}")
+    problems = _problems(page, site[1])
+    assert not problems, "\n".join(problems)
+    page.close()

@@ -71,3 +71,21 @@ def test_show_source_lists_the_lines_between_start_and_stop_without_the_omitted(
     assert last - first + 1 == len(code.rstrip("`\n").splitlines()) + 1  # two lines became one gap
     with pytest.raises(ValueError, match="contains start='no such line'"):
         show_source(fit, "no such line")
+
+
+def test_show_source_folds_wide_lines_into_valid_python_and_unwraps_decorators():
+    import ast
+
+    from vitlib.book import LISTING_WIDTH, fold_line, show_source
+    from vitlib.fuse import fold_batchnorm
+
+    signature = "def f(alpha: int, beta: tuple[int, int, int], gamma: int, delta: float, epsilon: bool) -> int:"
+    folded = fold_line(signature)
+    assert len(folded) == 2 and all(len(line) <= LISTING_WIDTH for line in folded)
+    ast.parse("\n".join(folded) + "\n    return 1\n")  # still valid Python
+    comment = "    # " + "word " * 30
+    assert all(len(line) <= LISTING_WIDTH and line.startswith("    # ") for line in fold_line(comment))
+    text = 'x = g("a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, q, r, s, t, u, v, w, x, y, z, aa, bb")'
+    assert fold_line(text) == [text]  # commas inside a string are never split
+    listing = show_source(fold_batchnorm).data
+    assert listing.startswith("`vitlib/fuse.py`") and "def fold_batchnorm" in listing

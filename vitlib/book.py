@@ -128,6 +128,52 @@ def setup_cell(repository_url: str = REPOSITORY_URL) -> str:
     )
 
 
+#: Characters of code that fit the book's text column; wider listing lines are folded.
+LISTING_WIDTH = 88
+
+
+def fold_line(line: str, width: int = LISTING_WIDTH) -> list[str]:
+    """``line`` of Python source folded to at most ``width`` characters where that keeps it
+    valid and readable: a comment into several comment lines, a line with an open bracket after
+    a comma inside the bracket (continuation aligned under the bracket's first character), and a
+    trailing comment onto a line of its own above the code. Anything else is left as it is."""
+    import textwrap
+
+    if len(line) <= width:
+        return [line]
+    indent = line[: len(line) - len(line.lstrip())]
+    stripped = line.strip()
+    if stripped.startswith("#"):
+        body = stripped.lstrip("#").strip()
+        return textwrap.wrap(body, width, initial_indent=indent + "# ", subsequent_indent=indent + "# ")
+    code, hash_, comment = line.partition("  # ")
+    if hash_:
+        return fold_line(indent + "# " + comment.strip(), width) + fold_line(code.rstrip(), width)
+    # commas outside strings, inside brackets, that leave a first line within the width:
+    # split at the last of the outermost ones, aligning under its bracket
+    opens, quote, best = [], None, None
+    for i, ch in enumerate(line):
+        if quote:
+            if ch == quote and line[i - 1] != "\\":
+                quote = None
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "([{":
+            opens.append(i)
+        elif ch in ")]}" and opens:
+            opens.pop()
+        elif ch == "," and opens and i < width - 1 and line[i + 1: i + 2] == " ":
+            if best is None or len(opens) <= best[2]:
+                best = (i, opens[-1], len(opens))
+    if best is None:
+        return [line]
+    split, bracket, _ = best
+    rest = " " * (bracket + 1) + line[split + 2:]
+    if bracket + 1 >= width - 20 or len(rest) >= len(line):
+        return [line]
+    return [line[: split + 1]] + fold_line(rest, width)
+
+
 def show_source(obj: Any, start: str | None = None, stop: str | None = None, omit: tuple[str, ...] = ()):
     """vitlib's own source of ``obj`` as a highlighted listing (Markdown holding a Python block,
     which Jupyter and the HTML book highlight), captioned with its file and line numbers.
@@ -141,6 +187,7 @@ def show_source(obj: Any, start: str | None = None, stop: str | None = None, omi
 
     from IPython.display import Markdown
 
+    obj = inspect.unwrap(obj)  # a decorated function (torch.no_grad) shows its own source
     lines, first = inspect.getsourcelines(obj)
     a, b = 0, len(lines)
     if start is not None:
@@ -164,6 +211,7 @@ def show_source(obj: Any, start: str | None = None, stop: str | None = None, omi
             kept.append(line)
             skipping = False
     code = textwrap.dedent("".join(kept)).rstrip() + "\n"
+    code = "".join(line + "\n" for raw in code.splitlines() for line in fold_line(raw, LISTING_WIDTH))
     path = Path(inspect.getsourcefile(obj)).resolve()
     root = Path(__file__).resolve().parent.parent
     where = path.relative_to(root) if path.is_relative_to(root) else path.name

@@ -3,7 +3,10 @@
 
 * :mod:`~vitlib.studies.anatomy` (chapter 1): the ``anatomy`` suite, ViT against SimpleViT;
 * :mod:`~vitlib.studies.lightweight` (chapter 2): sizing a SimpleViT one knob at a time, a base
-  and a variant compared interleaved, and the ``train`` suite (time to accuracy);
+  and a variant compared interleaved, a profiled training step, several seeds, and the ``train``
+  suite (time to accuracy);
+* :mod:`~vitlib.studies.levit` (chapter 3): the stem as an affine map, the stem's share of the
+  FLOPs, attention scores per stage as the image grows, the paper's LeViTs counted;
 * :mod:`~vitlib.studies.navit` (chapter 5): the mixed-resolution workload, packing, token dropout
   and the ``navit`` suite;
 * :mod:`~vitlib.studies.distillation` (chapter 6): a teacher, the same student alone and distilled
@@ -12,6 +15,6 @@
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import anatomy, distillation, lightweight, navit, scaling
+from . import anatomy, distillation, levit, lightweight, navit, scaling
 
-__all__ = ["anatomy", "distillation", "lightweight", "navit", "scaling"]
+__all__ = ["anatomy", "distillation", "levit", "lightweight", "navit", "scaling"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+import numpy as np
 import torch
 
 from ..studies.lightweight import HEADS_MEANING, compare_configs, resolve_config, sizing_config
@@ -143,3 +144,32 @@ def plot_seed_curves(ax, results, title: str = "") -> None:
     ax.set_ylabel("test accuracy")
     ax.legend()
     ax.set_title(title, fontsize=10)
+
+
+def knob_chart(sweep):
+    """:func:`plot_knobs`'s picture for the HTML book: a dropdown over the knobs of a
+    :func:`~vitlib.studies.lightweight.knob_sweep` table (measured when the page was built), each
+    showing parameters, FLOPs and latency as multiples of the base's, without a kernel
+    (:func:`vitlib.viz.static_chart`)."""
+    import plotly.graph_objects as go
+
+    from ..viz import static_chart
+
+    knobs = [k for k in dict.fromkeys(sweep["knob"]) if k != "base"]
+    if not knobs:
+        raise ValueError("knob_chart needs a knob_sweep table with at least one knob; received only the base")
+    frames = {}
+    for knob in knobs:
+        rows = sweep[sweep["knob"] == knob].sort_values("value")
+        xs = [str(v) for v in rows["value"]]
+        frames[knob] = [go.Scatter(x=xs, y=list(rows[col]), mode="lines+markers", name=label,
+                                   line=dict(dash=dash), hovertemplate="%{y:.2f}x<extra>" + label + "</extra>")
+                        for col, label, dash in (("params_x", "parameters", "solid"), ("gflops_x", "FLOPs", "dash"),
+                                                 ("time_x", "latency (measured)", "dot"))]
+    top = float(sweep[["params_x", "gflops_x", "time_x"]].max().max())
+    low = float(sweep[["params_x", "gflops_x", "time_x"]].min().min())
+    return static_chart(frames, dropdown="knob", title=lambda k, _: f"One knob at a time: {k.replace('_', ' ')}",
+                        layout=dict(yaxis=dict(title="multiple of the base", type="log",
+                                               range=[np.log10(low / 1.3), np.log10(top * 1.3)]),
+                                    xaxis=dict(title="value of the knob", type="category"),
+                                    legend=dict(orientation="h", y=-0.25)), height=380)
