@@ -10,7 +10,7 @@ OFFLINE := _build/offline
 # The chapters as nbval executed them, beside the book's sources: what the strict build renders.
 EXECUTED := _build/executed
 
-.PHONY: book test unit notebooks strict-book browser bench clean help
+.PHONY: book test unit notebooks strict-book browser bench gpu-bench clean help
 .DEFAULT_GOAL := help
 
 help:
@@ -18,6 +18,8 @@ help:
 	@echo "make test   - set up $(VENV), run unit tests, nbval over book/, a strict build of what nbval"
 	@echo "              executed, and a headless-browser test of the built pages"
 	@echo "make bench SUITE=anatomy - run a benchmark suite, figures to _build/bench/SUITE.json"
+	@echo "make gpu-bench - on one GPU, in under 5 minutes: every model family eager and compiled, fp32 and"
+	@echo "              bf16, attention kernels from 197 to 4096 tokens; JSON to $(GPU_BENCH)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +62,12 @@ test: unit notebooks strict-book browser
 SUITE ?= anatomy
 bench: $(VENV)/.book-deps
 	$(BIN)/python -m vitlib.bench $(SUITE) --json _build/bench/$(SUITE).json
+
+# Synthetic inputs, a time budget inside (vitlib/studies/gpu.py); the chapters show the results
+# beside their live numbers. On a machine without a GPU it runs the tiny setting in seconds.
+GPU_BENCH ?= book/results/gpu-bench.json
+gpu-bench: $(VENV)/.book-deps
+	$(BIN)/python -m vitlib.bench gpu --json $(GPU_BENCH) --rounds 2 --min-run-time 0.2
 
 clean:
 	rm -rf _build .pytest_cache

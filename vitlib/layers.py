@@ -13,10 +13,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .backends import (
+    ATTENTION_BACKENDS,
+    attention_backend,
+    available_attention_backends,
+    current_attention_backend,
+    linear,
+    onednn_linear,
+    sdpa,
+)
+
 __all__ = [
     "pair",
     "check_images",
     "attention",
+    "attention_backend",
+    "current_attention_backend",
+    "available_attention_backends",
+    "ATTENTION_BACKENDS",
+    "onednn_linear",
     "AttentionCall",
     "record_attention",
     "HeadRMSNorm",
@@ -159,13 +174,19 @@ def attention(
     dropout_p: float = 0.0,
     fused: bool = True,
     bias: torch.Tensor | None = None,
+    *,
+    maps: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scaled dot-product attention over ``(batch, heads, tokens, dim_head)`` tensors.
 
-    ``fused=True`` calls :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a
+    The fused path calls :func:`torch.nn.functional.scaled_dot_product_attention`, which picks a
     fused kernel (flash or memory-efficient) and never materialises the ``tokens x tokens`` matrix;
-    it returns ``(out, None)``. ``fused=False`` is the textbook computation
-    ``softmax(q k^T / sqrt(d)) v`` and also returns the attention matrix, for pictures.
+    it returns ``(out, None)``. The plain path is the textbook computation
+    ``softmax(q k^T / sqrt(d)) v`` and also returns the attention matrix, for pictures. Which runs:
+    the plain path when ``maps=True`` (the caller needs the matrix) or inside
+    ``record_attention(maps=True)``; else the backend of the enclosing :class:`attention_backend`
+    block (``"plain"``, ``"sdpa"`` or one SDPA kernel, see :mod:`vitlib.backends`); outside any
+    block, SDPA if ``fused`` else the plain path.
 
     Queries and keys may differ in number (cross-attention) and ``v`` may have another head size
     than ``q`` and ``k``. ``bias``, if given, broadcasts to ``(batch, heads, queries, keys)``: a
@@ -175,11 +196,16 @@ def attention(
     Inside :class:`record_attention` the call is recorded (and runs the plain path when maps are kept).
     """
     recorder = _RECORDERS[-1] if _RECORDERS else None
-    if recorder is not None and recorder.maps:
-        fused = False
-    if fused:
-        out, attn = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p), None
+    backend = current_attention_backend()
+    plain = (maps or (recorder is not None and recorder.maps) or backend == "plain"
+             or (backend is None and not fused))
+    if not plain:
+        out, attn = sdpa(q, k, v, bias, dropout_p, backend), None
     else:
+        if q.is_nested:
+            raise ValueError("the plain attention path needs padded (batch, heads, tokens, dim) tensors; "
+                             "received nested tensors (NaViTNested): use an SDPA backend, or a NaViT with "
+                             "the same weights")
         scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
         if bias is not None and bias.dtype == torch.bool:
             scores = scores.masked_fill(~bias, float("-inf"))
@@ -217,9 +243,11 @@ class HeadRMSNorm(nn.Module):
 class Attention(nn.Module):
     """Pre-norm multi-head self-attention: ``to_out(attend(to_qkv(norm(x))))``.
 
-    ``fused`` selects SDPA (default) or the plain path; ``forward(x, return_attn=True)`` always
-    takes the plain path and returns ``(out, attn)`` with ``attn`` of shape
-    ``(batch, heads, tokens, tokens)``.
+    ``fused`` selects SDPA (default) or the plain path where no :func:`attention_backend` block
+    decides; ``forward(x, return_attn=True)`` always takes the plain path and returns
+    ``(out, attn)`` with ``attn`` of shape ``(batch, heads, tokens, tokens)``. ``residual=r``
+    returns ``r + out`` (:class:`Block` passes its input: the sum then shares the output
+    projection's pass where :func:`vitlib.backends.linear` fuses it).
 
     Cross-attention: ``forward(x, context=c)`` takes the queries from ``norm(x)`` and the keys and
     values from ``c`` (used as given: it is normally another encoder's normalised output);
@@ -267,10 +295,11 @@ class Attention(nn.Module):
         context: torch.Tensor | None = None,
         kv_include_self: bool = False,
         mask: torch.Tensor | None = None,
+        residual: torch.Tensor | None = None,
     ):
         if context is None and not kv_include_self:
             # (b, n, 3 * h * d) -> 3 x (b, n, h * d): the last dim splits as (3, h, d) like vit-pytorch's chunk
-            q, k, v = self.to_qkv(self.norm(x)).chunk(3, dim=-1)
+            q, k, v = linear(self.norm(x), self.to_qkv).chunk(3, dim=-1)
         else:
             q, k, v = self._cross_qkv(self.norm(x), context, kv_include_self)
         q, k, v = (t.unflatten(-1, (self.heads, self.dim_head)) for t in (q, k, v))  # (b, tokens, h, d)
@@ -280,8 +309,8 @@ class Attention(nn.Module):
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         p = self.attn_dropout if self.training else 0.0
-        out, attn = attention(q, k, v, dropout_p=p, fused=self.fused and not return_attn, bias=mask)
-        out = self.dropout(self.to_out(out.transpose(1, 2).flatten(-2)))
+        out, attn = attention(q, k, v, dropout_p=p, fused=self.fused, bias=mask, maps=return_attn)
+        out = _project(out.transpose(1, 2).flatten(-2), self.to_out, self.dropout, residual)
         return (out, attn) if return_attn else out
 
     def _cross_qkv(self, x: torch.Tensor, context: torch.Tensor | None, kv_include_self: bool):
@@ -304,8 +333,24 @@ class Attention(nn.Module):
         return F.linear(x, w[:inner]), k, v
 
 
+def _project(x: torch.Tensor, layer: nn.Module, dropout: nn.Dropout,
+             residual: torch.Tensor | None) -> torch.Tensor:
+    """``dropout(layer(x))``, plus ``residual`` if given: in one pass when the dropout is idle."""
+    if residual is not None and not (dropout.training and dropout.p > 0):
+        return linear(x, layer, residual=residual)
+    out = dropout(linear(x, layer))
+    return out if residual is None else residual + out
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether calling ``module`` runs hooks, which must see its own output (no residual added)."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
+                or nn.modules.module._global_forward_pre_hooks)
+
+
 class FeedForward(nn.Module):
-    """Pre-norm MLP: ``fc2(gelu(fc1(norm(x))))`` with dropout after each linear layer's activation."""
+    """Pre-norm MLP: ``fc2(gelu(fc1(norm(x))))`` with dropout after each linear layer's activation.
+    ``forward(x, residual=r)`` returns ``r + mlp(x)`` (see :class:`Attention`)."""
 
     component = "mlp"
 
@@ -317,8 +362,13 @@ class FeedForward(nn.Module):
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.fc2(self.dropout(self.act(self.fc1(self.norm(x))))))
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(x)
+        if type(self.act) is nn.GELU and self.act.approximate == "none" and not _hooked(self.act):
+            h = linear(h, self.fc1, act="gelu")
+        else:
+            h = self.act(self.fc1(h))
+        return _project(self.dropout(h), self.fc2, self.dropout, residual)
 
 
 class Block(nn.Module):
@@ -330,8 +380,9 @@ class Block(nn.Module):
         self.ff = FeedForward(dim, mlp_dim, dropout)
 
     def forward(self, x: torch.Tensor, *, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(x, mask=mask)
-        return x + self.ff(x)
+        # the residual goes into the branch (one pass with its last layer) unless hooks watch the branch
+        x = x + self.attn(x, mask=mask) if _hooked(self.attn) else self.attn(x, mask=mask, residual=x)
+        return x + self.ff(x) if _hooked(self.ff) else self.ff(x, residual=x)
 
 
 class Transformer(nn.Module):
@@ -398,7 +449,7 @@ class PatchEmbedding(nn.Module):
 
     def project(self, patches: torch.Tensor) -> torch.Tensor:
         """Flattened patches ``(..., ph*pw*c)`` to tokens ``(..., dim)``."""
-        return self.norm_out(self.proj(self.norm_in(patches)))
+        return self.norm_out(linear(self.norm_in(patches), self.proj))
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         check_images(img, self.channels, self.image_size, self.owner, self.norm_in.weight.dtype)

@@ -31,8 +31,9 @@ SUITE_PACKAGES = ("vitlib.studies",)
 
 def register_suite(name: str) -> Callable[[Suite], Suite]:
     """Decorator: register ``suite(args) -> dict`` as ``python -m vitlib.bench NAME``. ``args`` has
-    ``device``, ``threads``, ``batch``, ``rounds``, ``min_run_time`` and ``seed``. A name taken by
-    another function raises ValueError."""
+    ``device``, ``threads``, ``batch``, ``rounds``, ``min_run_time``, ``seed`` and ``tiny`` (run a
+    tiny setting in seconds, for tests; suites that have none ignore it). A name taken by another
+    function raises ValueError."""
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"a suite's name must be a non-empty string; received {name!r}")
 
@@ -65,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-run-time", type=float, default=0.5, help="seconds of calls per timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiny", action="store_true",
+                        help="a tiny setting that runs in seconds (the suites that have one)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
