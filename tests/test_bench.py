@@ -4,7 +4,7 @@ from torch import nn
 
 from vitlib import SimpleViT, ViT
 from vitlib import bench
-from vitlib.layers import Attention
+from vitlib.layers import Attention, attention_backend
 
 CFG = dict(image_size=16, patch_size=4, num_classes=10, dim=32, depth=2, heads=2, dim_head=16, mlp_dim=64)
 
@@ -21,8 +21,8 @@ def test_attention_flops_counted_for_the_fused_cpu_kernel():
     layer = Attention(dim=32, heads=2, dim_head=16)
     x = torch.randn(3, 20, 32)
     fused = bench.count_flops(layer, x)
-    layer.fused = False
-    plain = bench.count_flops(layer, x)
+    with attention_backend("plain"):
+        plain = bench.count_flops(layer, x)
     # q k^T and attn v: 2 * (2 * b * h * n * n * d); projections: 2 * b * n * (32 * 96 + 32 * 32)
     scores = 4 * 3 * 2 * 20 * 20 * 16
     projections = 2 * 3 * 20 * (32 * 96 + 32 * 32)
@@ -33,9 +33,8 @@ def test_backward_flops_agree_between_fused_and_plain():
     model = ViT(**CFG)
     x = torch.randn(2, 3, 16, 16)
     fused = bench.count_flops(model, x, backward=True)
-    for block in model.transformer.blocks:
-        block.attn.fused = False
-    assert bench.count_flops(model, x, backward=True) == fused
+    with attention_backend("plain"):
+        assert bench.count_flops(model, x, backward=True) == fused
     assert fused == pytest.approx(3 * bench.count_flops(model, x), rel=0.05)
 
 

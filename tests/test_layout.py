@@ -30,6 +30,7 @@ def files(folder: str) -> list[Path]:
     ("bench", ("vitlib.studies", "vitlib.widgets")),
     ("models", ("vitlib.bench", "vitlib.studies", "vitlib.train", "vitlib.widgets")),
     ("layers.py", ("vitlib.bench", "vitlib.studies", "vitlib.train", "vitlib.models", "vitlib.widgets")),
+    ("backends.py", ("vitlib.bench", "vitlib.studies", "vitlib.train", "vitlib.models", "vitlib.widgets")),
     ("train", ("vitlib.bench", "vitlib.studies", "vitlib.widgets")),
     ("studies", ("vitlib.widgets",)),
 ])

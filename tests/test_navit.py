@@ -2,6 +2,7 @@ import copy
 import math
 import pickle
 import random
+import re
 import warnings
 
 import pytest
@@ -12,9 +13,11 @@ from vit_pytorch.na_vit_nested_tensor import NaViT as VPNaViTNested
 import vitlib
 from vitlib import NaViT, NaViTNested
 from vitlib.convert import from_vit_pytorch
-from vitlib.layers import Attention, HeadRMSNorm
+from vitlib.layers import Attention, HeadRMSNorm, attention_backend
 from vitlib.models.na_vit import (
     _shuffle_within,
+    expected_kept_tokens,
+    floor_kept_tokens,
     kept_tokens,
     max_kept_tokens,
     pack_greedy,
@@ -84,6 +87,7 @@ def test_parity_with_vit_pytorch_on_mixed_resolutions(cfg):
     out = from_vit_pytorch(src)
     assert isinstance(out, NaViT) and not out.training
     assert out.config["token_dropout_prob"] == 0.25 and out.config["dropout"] == 0.1
+    assert out.token_dropout_rounding == out.config["token_dropout_rounding"] == "floor"  # vit-pytorch's rule
     p, side = cfg["patch_size"], cfg["image_size"]
     rng = random.Random(cfg["dim"] + cfg["depth"])
     sizes = [(rng.randint(1, side // p) * p, rng.randint(1, side // p) * p) for _ in range(7)]
@@ -211,14 +215,12 @@ def test_each_row_is_the_logits_of_that_image_alone():
     torch.testing.assert_close(model(grouped), alone, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("fused", [True, False])  # torch's SDPA may hide a fully masked row; the plain path does not
-def test_padding_makes_no_nan_in_training(fused):
+@pytest.mark.parametrize("backend", ["sdpa", "plain"])  # torch's SDPA may hide a fully masked row; plain does not
+def test_padding_makes_no_nan_in_training(backend):
     model = build(token_dropout_prob=0.5).train()
-    for m in model.modules():
-        if isinstance(m, Attention):
-            m.fused = fused
     imgs = [img.requires_grad_() for img in images()]
-    out = model([imgs[:1], imgs[1:]])  # the first sequence is mostly padding
+    with attention_backend(backend):
+        out = model([imgs[:1], imgs[1:]])  # the first sequence is mostly padding
     assert torch.isfinite(out).all()
     out.sum().backward()
     for p in model.parameters():
@@ -395,3 +397,64 @@ def test_kept_tokens_apply_the_nominal_rate_in_expectation(tokens, rate):
     assert set(kept) <= {math.floor(tokens * (1 - rate)), max_kept_tokens(tokens, rate)} | {1}
     if tokens * (1 - rate) >= 1:  # truncation, vit-pytorch's rule, would keep 2 of 4 at rate 0.3: rate 0.5
         assert abs(sum(kept) / len(kept) - tokens * (1 - rate)) < 0.02
+
+
+def test_stochastic_rounding_keeps_the_nominal_share_in_expectation_and_repeats_under_a_seed():
+    model = build(token_dropout_prob=0.3).train()
+    assert model.token_dropout_rounding == model.config["token_dropout_rounding"] == "stochastic"  # default
+    imgs = [torch.randn(3, 16, 16)] * 1000  # 4 tokens each: vit-pytorch's rule keeps 2, a share of 0.5
+    lengths = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        lengths += model.prepare(imgs)[1].lengths
+    assert set(lengths) == {2, 3}
+    assert abs(sum(lengths) / (4 * len(lengths)) - 0.7) < 0.02
+    torch.manual_seed(3)
+    assert list(model.prepare(imgs)[1].lengths) == lengths[-len(imgs):]  # torch's generator: seeding repeats
+
+
+def test_floor_rounding_reproduces_vit_pytorchs_count():
+    def rate(h, w):
+        return 0.3 if h * w <= 256 else 0.45
+
+    torch.manual_seed(0)
+    src = VPNaViT(token_dropout_prob=rate, **SMALL).train()
+    seen = []
+    hook = src.to_patch_embedding.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
+    imgs = images(SIZES + [(16, 16), (8, 16)])
+    for img in imgs:  # one image per call: the patch embedding sees exactly its kept tokens
+        src([img])
+    hook.remove()
+    out = from_vit_pytorch(src).train()
+    assert out.token_dropout_rounding == "floor"
+    counts = [(img.shape[-2] // 8) * (img.shape[-1] // 8) for img in imgs]
+    for _ in range(3):  # no randomness in the count
+        assert list(out.prepare(imgs, group_images=True, group_max_seq_len=None)[1].lengths) == seen
+    assert seen == [floor_kept_tokens(n, rate(*img.shape[-2:])) for n, img in zip(counts, imgs)]
+    assert seen[len(SIZES)] == 2  # the 16x16 image: 4 tokens at rate 0.3 keep 2, a share of 0.5
+    built = build(token_dropout_prob=rate, token_dropout_rounding="floor").train()
+    assert list(built.prepare(imgs)[1].lengths) == seen
+
+
+@pytest.mark.parametrize("bad", ["round", "Floor", None, 0])
+def test_token_dropout_rounding_rejects_bad_values(bad):
+    match = (r"token_dropout_rounding must be 'stochastic' \(.*\) or 'floor' \(.*\); received "
+             + re.escape(repr(bad)))
+    with pytest.raises(ValueError, match=match):
+        build(token_dropout_prob=0.3, token_dropout_rounding=bad)
+    with pytest.raises(ValueError, match=match):
+        expected_kept_tokens(4, 0.3, bad)
+    model = build(token_dropout_prob=0.3).train()
+    model.token_dropout_rounding = bad  # set after construction: checked when it is used
+    with pytest.raises(ValueError, match=match):
+        model(images())
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 4, 16, 49, 196])
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.3, 0.5, 0.75, 0.9])
+def test_expected_kept_tokens_is_the_exact_mean_of_each_rule(tokens, rate):
+    x = tokens * (1 - rate)
+    low, frac = math.floor(x), x - math.floor(x)  # stochastic: low + 1 with probability frac, else low
+    exact = (1 - frac) * max(1, low) + frac * max(1, low + 1)
+    assert expected_kept_tokens(tokens, rate) == pytest.approx(exact, abs=1e-12)
+    assert expected_kept_tokens(tokens, rate, "floor") == floor_kept_tokens(tokens, rate) == max(1, int(x))

@@ -15,6 +15,7 @@ def test_knob_sweep_times_every_setting_against_the_base_in_one_run():
     sweep = lightweight.knob_sweep(SimpleViT, TINY, knobs, batch=2, rounds=1, min_run_time=0.01)
     assert list(sweep["knob"][:4]) == ["base", "depth", "mlp_dim", "mlp_dim"]
     assert sweep.loc[0, "params_x"] == sweep.loc[0, "time_x"] == 1.0
+    assert (sweep["time_x_low"] <= sweep["time_x"]).all() and (sweep["time_x"] <= sweep["time_x_high"]).all()
     deeper = sweep[(sweep["knob"] == "depth") & (sweep["value"] == 2)].iloc[0]
     assert deeper["gflops_x"] > 1.5 and deeper["params_x"] > 1.5
     # the base appears once more under each knob, at its own value

@@ -27,7 +27,8 @@ def from_vit_pytorch(model: nn.Module, image_size=None) -> nn.Module:
     ``image_size`` is needed only for a ViT whose patch grid is not square: its learned position
     table tells the number of patches, not the grid's shape. A LeViT becomes a vitlib
     :class:`~vitlib.models.LeViT` with ``stem_activation=False`` (vit-pytorch's stem has no
-    nonlinearity) and vit-pytorch's fixed stem widths. The result is in eval mode if the source was.
+    nonlinearity) and vit-pytorch's fixed stem widths. A NaViT keeps vit-pytorch's token-dropout
+    count, ``token_dropout_rounding="floor"``. The result is in eval mode if the source was.
     """
     kind = f"{type(model).__module__}.{type(model).__name__}"
     if kind == "vit_pytorch.distill.DistillableViT":
@@ -446,6 +447,7 @@ def _convert_na_vit(model: nn.Module, image_size) -> NaViT:
         dropout=attn.dropout_p,
         emb_dropout=model.dropout.p,
         token_dropout_prob=calc,
+        token_dropout_rounding="floor",  # vit-pytorch truncates the kept share
     )
     # vit-pytorch flattens a patch as (c p1 p2), vitlib as (p1 p2 c): permute the first norm and the projection
     perm = torch.arange(c * p * p).view(c, p, p).permute(1, 2, 0).reshape(-1)

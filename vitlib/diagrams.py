@@ -123,27 +123,63 @@ def levit_stages(model=None, image_size: int = 224):
     return fig
 
 
-def crossvit_branches(sm_tokens: int = 16, lg_tokens: int = 4):
-    """CrossViT: two branches of the same image, small patches (many narrow tokens) and large
-    patches (few wide tokens); each branch's class token attends to the other branch's patch
-    tokens (one query: linear in tokens), then the branches' logits are summed."""
-    fig, ax = _canvas(10, 3.6, 20, 7.2)
-    _box(ax, 0.2, 2.6, 2.0, 2.0, "image", GREY)
-    rows = ((5.4, sm_tokens, "small patches", 0.28), (1.2, lg_tokens, "large patches", 0.6))
-    for y, n, label, width in rows:
-        _arrow(ax, 2.2, 3.6, 3.3, y + 0.3)
+def crossvit_branches(sm_tokens: int = 16, lg_tokens: int = 4, model=None):
+    """CrossViT: the image reaches two branches, small patches (many narrow tokens) and large
+    patches (few wide tokens), each with a class token. In each of the model's multi-scale layers
+    both branches run their own encoder (self-attention: every token attends to every token of its
+    branch), then each class token attends to the other branch's patch tokens and to itself (one
+    query: linear in tokens), and goes back to its branch; that is the only exchange. At the end
+    each branch's class token is classified and the logits are summed.
+
+    With ``model`` (a vitlib :class:`~vitlib.models.CrossViT`) the labels read its image sizes,
+    patch sizes, widths, depths and token counts, and ``sm_tokens`` / ``lg_tokens`` are taken from
+    it; the strips show at most 16 token boxes."""
+    if model is not None:
+        sm_tokens = model.sm_embedding.patch_embedding.num_patches
+        lg_tokens = model.lg_embedding.patch_embedding.num_patches
+    fig, ax = _canvas(11, 4.4, 22, 8.8)
+    image = "image" if model is None else f"image\n{model.image_size[0]} x {model.image_size[1]} px"
+    _box(ax, 0.2, 3.4, 2.0, 2.0, image, GREY)
+    # as many boxes as tokens, up to 16 for the longer strip and in proportion for the other
+    most = max(sm_tokens, lg_tokens)
+    rows = {"sm": (6.3, sm_tokens, "small patches"), "lg": (1.7, lg_tokens, "large patches")}
+    for branch, (y, n, label) in rows.items():
+        if model is None:
+            title, enc, resized = f"{label}: 1 + {n} tokens", "encoder", ""
+        else:
+            c = model.config
+            (h, w), emb = getattr(model, f"{branch}_image_size"), getattr(model, f"{branch}_embedding")
+            ph = emb.patch_embedding.patch_size[0]
+            title = f"{label}: {ph} px, 1 + {n} tokens of width {c[f'{branch}_dim']}"
+            enc = f"encoder: {c[f'{branch}_enc_depth']} block" + ("s" if c[f"{branch}_enc_depth"] > 1 else "")
+            resized = "" if (h, w) == tuple(model.image_size) else f"{label}:\nresized to {h} x {w}"
+        _arrow(ax, 2.2, 4.4, 3.2, y + 0.3)
+        if resized:
+            ax.text(1.2, 3.25 if branch == "lg" else 6.3, resized, fontsize=6, ha="center",
+                    va="top" if branch == "lg" else "bottom")
+        shown = n if most <= 16 else max(1, round(16 * n / most))
+        width = 5.2 / 17 - 0.04
         _box(ax, 3.4, y, width, 0.6, "", CLS)
-        for i in range(n):
+        for i in range(shown):
             _box(ax, 3.4 + (i + 1) * (width + 0.04), y, width, 0.6, "", TOKEN)
-        ax.text(3.4, y + 0.85, f"{label}: 1 + {n} tokens", fontsize=7)
-        _arrow(ax, 3.4 + (n + 1) * (width + 0.04) + 0.1, y + 0.3, 9.3, y + 0.3)
-        _box(ax, 9.4, y - 0.1, 2.8, 0.8, "encoder\n(self-attention)", "#f7f7f7", fontsize=7)
-        _arrow(ax, 12.2, y + 0.3, 16.4, 3.5)
-    _arrow(ax, 10.5, 5.3, 10.5, 2.0, color=ATTN)
-    _arrow(ax, 11.1, 2.0, 11.1, 5.3, color=ATTN)
-    ax.text(11.5, 3.65, "class tokens cross-attend:\n1 query x (1 + N) keys\nof the other branch,\nlinear in N",
+        end = 3.4 + (shown + 1) * (width + 0.04)
+        if shown < n:
+            ax.text(end + 0.05, y + 0.3, "...", fontsize=8, va="center")
+            end += 0.45
+        ax.text(3.4, y + 0.85, title, fontsize=7)
+        _arrow(ax, end + 0.05, y + 0.3, 9.9, y + 0.3)
+        _box(ax, 10.0, y - 0.15, 2.6, 0.9, f"{enc}\n(self-attention)", "#f7f7f7", fontsize=7)
+        _arrow(ax, 12.6, y + 0.3, 13.8, y + 0.3)
+        _box(ax, 13.9, y, 0.45, 0.6, "", CLS)
+        _arrow(ax, 14.45, y + 0.3, 17.3, 4.4 + (0.3 if branch == "sm" else -0.3))
+    depth = "L" if model is None else str(model.config["depth"])
+    _box(ax, 9.7, 0.9, 6.1, 7.0, "", "none")
+    ax.text(12.75, 8.1, f"x {depth} multi-scale layers", ha="center", fontsize=8)
+    _arrow(ax, 14.0, 6.25, 14.0, 2.35, color=ATTN)  # the small class token visits the large branch
+    _arrow(ax, 14.3, 2.35, 14.3, 6.25, color=ATTN)  # and the large one the small branch
+    ax.text(14.55, 4.3, "class tokens swap:\n1 query x (1 + N) keys\nof the other branch,\nlinear in N",
             fontsize=7, color=ATTN, va="center")
-    _box(ax, 16.5, 3.0, 2.8, 1.0, "sum of the two\nheads' logits", "#74c476", fontsize=7)
+    _box(ax, 17.4, 3.8, 3.2, 1.2, "each class token's\nhead; logits summed", "#74c476", fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -151,11 +187,16 @@ def crossvit_branches(sm_tokens: int = 16, lg_tokens: int = 4):
 def packing(plan, sizes=None, title: str = ""):
     """A NaViT packing plan (:class:`~vitlib.models.na_vit.PackPlan`): left, each sequence's slots
     coloured by image (grey: padding); right, the block-diagonal attention mask of each sequence
-    (a token attends to its own image only). One colour per image, with a legend."""
+    (a token attends to its own image only). One colour per image, the same wherever its tokens
+    are, with a legend naming the images (their ``sizes``, height x width, when given)."""
     groups = [list(g) for g in plan.groups]
     images = [i for g in groups for i in g]
-    cmap = plt.get_cmap("tab10" if len(images) <= 10 else "tab20")
-    colours = {img: cmap(k % cmap.N) for k, img in enumerate(sorted(images))}
+    if len(images) <= 20:
+        cmap = plt.get_cmap("tab10" if len(images) <= 10 else "tab20")
+        palette = [cmap(k) for k in range(len(images))]
+    else:  # more images than a qualitative map has colours: distinct samples of a continuous one
+        palette = [tuple(c) for c in plt.get_cmap("turbo")(np.linspace(0.0, 1.0, len(images)))]
+    colours = dict(zip(sorted(images), palette))
     seq_len = plan.ids.shape[1]
     fig, axes = plt.subplots(1, 1 + len(groups), figsize=(3.2 + 2.4 * len(groups), 2.8),
                              gridspec_kw={"width_ratios": [1.6] + [1] * len(groups)})

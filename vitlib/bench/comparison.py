@@ -133,7 +133,8 @@ def scaling_sweep(
 
     Returns a DataFrame with the setting's keys, ``tokens`` (the sequence the first attention
     sees, :func:`~vitlib.bench.sequence_length`), ``params``, the FLOP components, ``gflops`` and
-    ``median_ms`` (per batch of ``batch``)."""
+    ``median_ms`` (per batch of ``batch``); ``attrs["times"]`` holds each row's per-call times
+    (seconds), for ratios with their spread (:meth:`vitlib.claims.Measured.ratio`)."""
     import pandas as pd
 
     device = torch.device(device)
@@ -150,7 +151,9 @@ def scaling_sweep(
         split = flops_by_component(model, x[:1])
         rows.append({**s, "tokens": sequence_length(model, x[:1]), "params": count_parameters(model), **split,
                      "gflops": sum(split.values()) / 1e9, "median_ms": statistics.median(times[i]) * 1e3})
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    df.attrs["times"] = [list(times[i]) for i in range(len(runs))]  # per-call seconds, by row
+    return df
 
 
 def block_time_split(

@@ -1,7 +1,8 @@
 """CrossViT (Chen et al., 2021, "CrossViT: Cross-Attention Multi-Scale Vision Transformer").
 
-Two ViT branches see the same image cut into small and large patches. After each round of
-per-branch self-attention, the class token of each branch attends to the other branch's patch
+Two ViT branches see the same image cut into small and large patches (the paper's models: 12-pixel
+patches of a 240-pixel image, and 16-pixel patches of the same image resized to 224). After each
+round of per-branch self-attention, the class token of each branch attends to the other branch's patch
 tokens (and to itself): cross-attention with one query per branch, so exchanging information costs
 time linear, not quadratic, in the number of tokens. Each branch classifies its class token and the
 logits are summed.
@@ -13,15 +14,34 @@ weights convert (:func:`vitlib.convert.from_vit_pytorch`).
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..layers import Attention, PatchEmbedding, Transformer, pair
 from .base import VisionModel, check_positive, check_probability, model_config
 
-__all__ = ["CrossViT", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer"]
+__all__ = ["CrossViT", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer", "PAPER_LG_SCALE", "scaled_size"]
+
+# The paper's large-patch branch sees a 224-pixel copy of the 240-pixel image (timm's img_scale).
+PAPER_LG_SCALE = 224 / 240
+
+
+def scaled_size(image_size, scale: float, patch_size, name: str = "image_scale") -> tuple[int, int]:
+    """The size a branch sees when it sees the image scaled by ``scale``: each side of
+    ``image_size`` times ``scale``, rounded to the nearest whole number of ``patch_size`` patches
+    (at least one; halves round up). This is the one rule for a branch that follows the image:
+    ``scaled_size(240, 224 / 240, 16) == (224, 224)`` (the paper's), and at 480 pixels
+    ``(448, 448)``; at 96 pixels, 89.6 / 16 = 5.6 patches round to 6, ``(96, 96)``."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < math.inf:
+        raise ValueError(f"{name} must be a positive number; received {scale!r}")
+    (ih, iw), (ph, pw) = pair(image_size, "image_size"), pair(patch_size, "patch_size")
+    rows = max(1, math.floor(ih * scale / ph + 0.5))  # whole patches, halves rounded up
+    cols = max(1, math.floor(iw * scale / pw + 0.5))
+    return rows * ph, cols * pw
 
 
 class ClassTokenEmbedding(nn.Module):
@@ -94,9 +114,18 @@ def _head(dim: int, num_classes: int) -> nn.Sequential:
 class CrossViT(VisionModel):
     """CrossViT with vit-pytorch's keyword names.
 
-    ``image_size`` (an int or ``(height, width)``) must be divisible by both ``sm_patch_size`` and
-    ``lg_patch_size``; the model accepts only images of exactly that size. Returns the sum of the
-    two branches' logits. The paper's models by name: :func:`vitlib.models.presets.create`.
+    ``image_size`` (an int or ``(height, width)``) is the size of the images the model accepts, and
+    only that size. Each branch sees the image at its own size, ``sm_image_size`` and
+    ``lg_image_size`` (default None: ``image_size``, vit-pytorch's layout), or a size that follows
+    the image, ``sm_image_scale`` / ``lg_image_scale`` times ``image_size`` rounded to whole patches
+    (:func:`scaled_size`; give a branch a size or a scale, not both); a branch whose size differs
+    from ``image_size`` sees the input resized, bicubic as in the paper's code (and timm's), which
+    costs no multiply-adds that :func:`vitlib.bench.count_flops` counts. The paper's models take
+    240-pixel images, cut into 12-pixel patches as they are (400 patches) and into 16-pixel patches
+    of a 224-pixel copy (196 patches): ``image_size=240, lg_image_scale=224 / 240`` (the presets,
+    so that a preset built at another ``image_size`` keeps the paper's ratio), or
+    ``lg_image_size=224``. Each branch's size must be divisible by its patch size. Returns the sum
+    of the two branches' logits. The paper's models by name: :func:`vitlib.models.presets.create`.
     """
 
     head_names = ("sm_head", "lg_head")
@@ -125,6 +154,10 @@ class CrossViT(VisionModel):
         dropout: float = 0.1,
         emb_dropout: float = 0.1,
         channels: int = 3,
+        sm_image_size=None,
+        lg_image_size=None,
+        sm_image_scale: float | None = None,
+        lg_image_scale: float | None = None,
     ) -> None:
         super().__init__()
         check_positive(num_classes=num_classes, sm_dim=sm_dim, lg_dim=lg_dim, sm_enc_depth=sm_enc_depth,
@@ -134,14 +167,29 @@ class CrossViT(VisionModel):
                        cross_attn_heads=cross_attn_heads, cross_attn_dim_head=cross_attn_dim_head, depth=depth,
                        channels=channels)
         check_probability(dropout=dropout, emb_dropout=emb_dropout)
-        ih, iw = self.image_size = pair(image_size, "image_size")
-        for name, ps in (("sm_patch_size", sm_patch_size), ("lg_patch_size", lg_patch_size)):
-            ph, pw = pair(ps, name)
+        self.image_size = pair(image_size, "image_size")
+        sizes = {}  # each branch's image size, validated against its patch size
+        for branch, size, scale, ps in (("sm", sm_image_size, sm_image_scale, sm_patch_size),
+                                        ("lg", lg_image_size, lg_image_scale, lg_patch_size)):
+            ph, pw = pair(ps, f"{branch}_patch_size")
+            if scale is not None:
+                if size is not None:
+                    raise ValueError(f"give {branch}_image_size or {branch}_image_scale, not both; received "
+                                     f"{branch}_image_size={size!r} and {branch}_image_scale={scale!r}")
+                size = scaled_size(image_size, scale, ps, f"{branch}_image_scale")
+            size_name = "image_size" if size is None else f"{branch}_image_size"
+            ih, iw = pair(image_size if size is None else size, size_name)
             if ih % ph or iw % pw:
                 raise ValueError(
-                    f"image_size {ih}x{iw} must be divisible by {name} {ph}x{pw}; "
+                    f"{size_name} {ih}x{iw} must be divisible by {branch}_patch_size {ph}x{pw}; "
                     f"received remainders {ih % ph} (height) and {iw % pw} (width)"
                 )
+            sizes[branch] = (ih, iw)
+        self.sm_image_size, self.lg_image_size = sizes["sm"], sizes["lg"]
+        # per-branch sizes and scales enter the config only when given: vit-pytorch's configs stay as they were
+        branch_sizes = {k: v for k, v in (("sm_image_size", sm_image_size), ("lg_image_size", lg_image_size),
+                                          ("sm_image_scale", sm_image_scale), ("lg_image_scale", lg_image_scale))
+                        if v is not None}
         self.config = model_config(
             image_size=image_size, num_classes=num_classes, sm_dim=sm_dim, lg_dim=lg_dim, sm_patch_size=sm_patch_size,
             sm_enc_depth=sm_enc_depth, sm_enc_heads=sm_enc_heads, sm_enc_mlp_dim=sm_enc_mlp_dim,
@@ -149,11 +197,11 @@ class CrossViT(VisionModel):
             lg_enc_heads=lg_enc_heads, lg_enc_mlp_dim=lg_enc_mlp_dim, lg_enc_dim_head=lg_enc_dim_head,
             cross_attn_depth=cross_attn_depth, cross_attn_heads=cross_attn_heads,
             cross_attn_dim_head=cross_attn_dim_head, depth=depth, dropout=dropout, emb_dropout=emb_dropout,
-            channels=channels,
+            channels=channels, **branch_sizes,
         )
         self.channels, self.num_classes = channels, num_classes
-        self.sm_embedding = ClassTokenEmbedding(image_size, sm_patch_size, channels, sm_dim, emb_dropout)
-        self.lg_embedding = ClassTokenEmbedding(image_size, lg_patch_size, channels, lg_dim, emb_dropout)
+        self.sm_embedding = ClassTokenEmbedding(sizes["sm"], sm_patch_size, channels, sm_dim, emb_dropout)
+        self.lg_embedding = ClassTokenEmbedding(sizes["lg"], lg_patch_size, channels, lg_dim, emb_dropout)
         sm_enc = dict(depth=sm_enc_depth, heads=sm_enc_heads, mlp_dim=sm_enc_mlp_dim, dim_head=sm_enc_dim_head)
         lg_enc = dict(depth=lg_enc_depth, heads=lg_enc_heads, mlp_dim=lg_enc_mlp_dim, dim_head=lg_enc_dim_head)
         self.layers = nn.ModuleList(
@@ -165,10 +213,19 @@ class CrossViT(VisionModel):
 
     def forward_features(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Images to the two branches' tokens, ``(b, 1 + sm_patches, sm_dim)`` and ``(b, 1 + lg_patches, lg_dim)``."""
-        sm, lg = self.sm_embedding(img), self.lg_embedding(img)
+        self.check_input(img)  # before any resizing, which would hide a wrong size
+        sm = self.sm_embedding(self.resize(img, self.sm_image_size))
+        lg = self.lg_embedding(self.resize(img, self.lg_image_size))
         for layer in self.layers:
             sm, lg = layer(sm, lg)
         return sm, lg
+
+    def resize(self, img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """``img`` resized to ``size`` (bicubic, as in the paper's code), or ``img`` itself when it has
+        that size."""
+        if tuple(img.shape[-2:]) == size:
+            return img
+        return F.interpolate(img, size=size, mode="bicubic", align_corners=False)
 
     def forward_head(self, tokens: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         sm, lg = tokens

@@ -10,7 +10,9 @@ What it changes against :class:`~vitlib.models.ViT`:
 * learned positions factorised by axis: one table for the patch row, one for the column, summed,
   so any grid up to ``image_size / patch_size`` has a position;
 * token dropout: in training, each image keeps a random subset of its patches, a fixed fraction of
-  them (or one given by a function of the image's height and width);
+  them (or one given by a function of the image's height and width), rounded at random to whole
+  tokens so that the nominal rate holds in expectation (``token_dropout_rounding="floor"``
+  truncates, as vit-pytorch does);
 * queries and keys are RMS-normalised per head (:class:`~vitlib.layers.HeadRMSNorm`);
 * one learned query per image pools its tokens by attention, then LayerNorm and a bias-free
   linear classifier.
@@ -37,7 +39,9 @@ Keyword names and forward signatures are vit-pytorch's (``vit_pytorch.na_vit.NaV
 (:func:`vitlib.convert.from_vit_pytorch`). Kept unlike vit-pytorch: the LayerNorms have a bias
 (vit-pytorch's are bias-free; converting sets the biases to zero), and the attention logits are
 scaled by ``1 / sqrt(dim_head)`` after the query-key normalisation, as in ViT-22B, where
-vit-pytorch's packed NaViT does not scale them (converting folds the factor into the gains).
+vit-pytorch's packed NaViT does not scale them (converting folds the factor into the gains); and
+token dropout rounds the kept share at random, where vit-pytorch truncates it (converting sets
+``token_dropout_rounding="floor"``, vit-pytorch's rule).
 """
 from __future__ import annotations
 
@@ -68,6 +72,10 @@ __all__ = [
     "pack_plan",
     "kept_tokens",
     "max_kept_tokens",
+    "floor_kept_tokens",
+    "expected_kept_tokens",
+    "TOKEN_DROPOUT_ROUNDINGS",
+    "check_token_dropout_rounding",
     "pack_sequences",
     "pack_greedy",
     "padding_fraction",
@@ -76,6 +84,42 @@ __all__ = [
 #: A token-dropout rate: a probability, a function ``(height, width) -> probability`` of an image's
 #: size in pixels, or None (no token dropout).
 DropRate = Union[float, Callable[[int, int], float], None]
+
+#: How token dropout rounds an image's kept share ``tokens * (1 - rate)`` to whole tokens:
+#: ``"stochastic"`` rounds up with probability the fractional part (:func:`kept_tokens`: the nominal
+#: rate in expectation), ``"floor"`` truncates (:func:`floor_kept_tokens`, vit-pytorch's rule).
+TOKEN_DROPOUT_ROUNDINGS = ("stochastic", "floor")
+
+
+# ----- token dropout: rounding rules -------------------------------------------------------------
+
+
+def check_token_dropout_rounding(token_dropout_rounding) -> str:
+    """``token_dropout_rounding`` if it is one of :data:`TOKEN_DROPOUT_ROUNDINGS`, else ValueError."""
+    if not isinstance(token_dropout_rounding, str) or token_dropout_rounding not in TOKEN_DROPOUT_ROUNDINGS:
+        raise ValueError("token_dropout_rounding must be 'stochastic' (round at random: the nominal rate in "
+                         "expectation) or 'floor' (vit-pytorch's max(1, int(tokens * (1 - rate)))); received "
+                         f"{token_dropout_rounding!r}")
+    return token_dropout_rounding
+
+
+def floor_kept_tokens(tokens: int, token_dropout_prob: float) -> int:
+    """Tokens an image of ``tokens`` patches keeps under vit-pytorch's rule at ``token_dropout_prob``:
+    ``max(1, int(tokens * (1 - rate)))``. Truncating drops more than the nominal share: an image of
+    4 tokens at rate 0.3 keeps 2 (a rate of 0.5)."""
+    return max(1, int(tokens * (1.0 - token_dropout_prob)))
+
+
+def expected_kept_tokens(tokens: int, token_dropout_prob: float, rounding: str = "stochastic") -> float:
+    """Tokens an image of ``tokens`` patches keeps on average under token dropout at
+    ``token_dropout_prob``, rounded by ``rounding`` (one of :data:`TOKEN_DROPOUT_ROUNDINGS`).
+
+    Stochastic rounding keeps ``floor(x + u)`` of ``x = tokens * (1 - rate)``, ``x`` on average, and
+    an image with ``x < 1`` always keeps one token: exactly ``max(1, x)``. Truncation keeps
+    :func:`floor_kept_tokens`, every time."""
+    if check_token_dropout_rounding(rounding) == "floor":
+        return float(floor_kept_tokens(tokens, token_dropout_prob))
+    return max(1.0, tokens * (1.0 - token_dropout_prob))
 
 
 # ----- the model ---------------------------------------------------------------------------------
@@ -111,9 +155,13 @@ class NaViT(VisionModel):
     small images waste time: on CPU a length near the longest image's token count is fastest.
 
     ``token_dropout_prob`` (training only): a probability, or a function of an image's height and
-    width in pixels returning one. Image ``i`` keeps :func:`kept_tokens` of its tokens (the
-    nominal share in expectation, rounded at random, at least one), chosen at random, before the
-    patch projection. Given as a number, the model pickles; a
+    width in pixels returning one. Image ``i`` keeps that many of its tokens, chosen at random,
+    before the patch projection; ``token_dropout_rounding`` says how the count is rounded:
+    ``"stochastic"`` (the default, :func:`kept_tokens`) rounds ``n * (1 - rate)`` up with
+    probability its fractional part, drawn from torch's generator (``torch.manual_seed`` repeats
+    it), so the nominal rate holds in expectation; ``"floor"`` (:func:`floor_kept_tokens`) is
+    vit-pytorch's ``max(1, int(n * (1 - rate)))``, which keeps 2 of 4 tokens at rate 0.3. Both keep
+    at least one token. Given as a number, the model pickles; a
     function given here must itself be picklable for the model to be (a lambda is not).
     ``qk_rmsnorm=False`` removes the query-key normalisation (an option of vit-pytorch's nested
     NaViT).
@@ -136,6 +184,7 @@ class NaViT(VisionModel):
         dropout: float = 0.0,
         emb_dropout: float = 0.0,
         token_dropout_prob: DropRate = None,
+        token_dropout_rounding: str = "stochastic",
         qk_rmsnorm: bool = True,
     ) -> None:
         super().__init__()
@@ -148,11 +197,13 @@ class NaViT(VisionModel):
                                  f"(height, width) -> probability; received {token_dropout_prob!r}")
             check_probability(token_dropout_prob=token_dropout_prob)
             token_dropout_prob = float(token_dropout_prob)
+        check_token_dropout_rounding(token_dropout_rounding)
         self.config = model_config(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
                            depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head,
                            dropout=dropout, emb_dropout=emb_dropout, token_dropout_prob=token_dropout_prob,
-                           qk_rmsnorm=qk_rmsnorm)
+                           token_dropout_rounding=token_dropout_rounding, qk_rmsnorm=qk_rmsnorm)
         self.token_dropout_prob = token_dropout_prob
+        self.token_dropout_rounding = token_dropout_rounding
         self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner=type(self).__name__)
         self.patch_size = self.patch_embedding.patch_size
         self.image_size, self.channels, self.num_classes = self.patch_embedding.image_size, channels, num_classes
@@ -256,8 +307,11 @@ class NaViT(VisionModel):
         counts = [gh * gw for gh, gw in grids]
         if not self.training or self.token_dropout_prob is None:
             return counts
+        rates = [self.token_dropout_prob_of(*img.shape[-2:]) for img in images]
+        if check_token_dropout_rounding(self.token_dropout_rounding) == "floor":
+            return [floor_kept_tokens(n, rate) for n, rate in zip(counts, rates)]
         draws = torch.rand(len(images)).tolist()  # the host's generator: no wait for the device
-        return [kept_tokens(n, self.token_dropout_prob_of(*img.shape[-2:]), u) for n, img, u in zip(counts, images, draws)]
+        return [kept_tokens(n, rate, u) for n, rate, u in zip(counts, rates, draws)]
 
     @torch.compiler.disable
     def prepare(
@@ -329,8 +383,8 @@ class NaViTNested(NaViT):
     """NaViT on jagged nested tensors: one sequence per image, no padding, no attention mask.
 
     The constructor is :class:`NaViT`'s, whose keyword names cover vit-pytorch's
-    ``na_vit_nested_tensor.NaViT`` (``token_dropout_prob`` may
-    also be a function, as for :class:`NaViT`); ``forward(images)`` takes a flat list of
+    ``na_vit_nested_tensor.NaViT`` (``token_dropout_prob`` may also be a function, and
+    ``token_dropout_rounding`` is :class:`NaViT`'s); ``forward(images)`` takes a flat list of
     ``(channels, height, width)`` images and returns one row of logits per image. The parameters
     are :class:`NaViT`'s: a state dict of one loads into the other, and both give the same logits.
     Unlike vit-pytorch's, it trains with its defaults (no token dropout).

@@ -7,6 +7,9 @@
   suite (time to accuracy);
 * :mod:`~vitlib.studies.levit` (chapter 3): the stem as an affine map, the stem's share of the
   FLOPs, attention scores per stage as the image grows, the paper's LeViTs counted;
+* :mod:`~vitlib.studies.crossvit` (chapter 4): a CrossViT's parts and their growth with the
+  image, the paper's CrossViTs counted against the paper's table, the fine and the coarse
+  single-scale ViT, a ViT of equal FLOPs trained under the same recipe;
 * :mod:`~vitlib.studies.navit` (chapter 5): the mixed-resolution workload, packing, token dropout
   and the ``navit`` suite;
 * :mod:`~vitlib.studies.distillation` (chapter 6): a teacher, the same student alone and distilled
@@ -15,6 +18,6 @@
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import anatomy, distillation, levit, lightweight, navit, scaling
+from . import anatomy, crossvit, distillation, inference, levit, lightweight, navit, scaling
 
-__all__ = ["anatomy", "distillation", "levit", "lightweight", "navit", "scaling"]
+__all__ = ["anatomy", "crossvit", "distillation", "levit", "lightweight", "navit", "scaling"]

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..bench import attention_entries, count_flops, count_parameters
+from ..bench import attention_entries, count_flops, count_parameters, part_table
 from ..models import LeViT, ViT, presets
 from ..models.levit import VIT_PYTORCH_STEM_WIDTHS
 
@@ -26,9 +26,10 @@ STAGES = ("stage 1", "shrink 1->2", "stage 2", "shrink 2->3", "stage 3")
 
 
 def _meta_parts(preset: str, **overrides):
-    from ..widgets.stages import meta_parts
-
-    return meta_parts(preset, **overrides)
+    """:func:`vitlib.bench.part_table` of a preset built on the ``meta`` device (shapes only)."""
+    with torch.device("meta"):
+        model = presets.create(preset, **overrides).eval()
+    return part_table(model, model.example_input(1, "meta"))
 
 
 def affine_deviation(stem_activation: bool, preset: str = "LeViT-128S", image_size: int = 64,
@@ -93,7 +94,8 @@ def attention_sweep(sizes: Sequence[int], preset: str = "LeViT-128S", vit_preset
 
 def preset_table(names: Sequence[str] | None = None, extra: Sequence[str] = ("ViT-B/16",)):
     """Each LeViT preset (default: all) and ``extra`` presets counted at 224 px on the ``meta``
-    device beside the paper's figures: ``model``, ``params_m``, ``paper_params_m``, ``gmacs``
+    device beside the paper's figures: ``model``, ``params_m``, ``params_distill_m`` (a LeViT with
+    its distillation head, as the paper counts it; NaN for other families), ``paper_params_m``, ``gmacs``
     (multiply-adds: counted FLOPs / 2), ``paper_gmacs`` and ``paper_top1`` (ImageNet-1k, %)."""
     import pandas as pd
 
@@ -103,6 +105,11 @@ def preset_table(names: Sequence[str] | None = None, extra: Sequence[str] = ("Vi
         with torch.device("meta"):
             model = presets.create(name).eval()
             flops = count_flops(model, model.example_input(1, "meta"))
-        rows.append({"model": name, "params_m": count_parameters(model) / 1e6, "paper_params_m": p.paper_params_m,
-                     "gmacs": flops / 2e9, "paper_gmacs": p.paper_gmacs, "paper_top1": p.paper_top1})
+        distill = float("nan")
+        if p.family == "levit":  # the paper counts the distillation head beside the classifier
+            with torch.device("meta"):
+                distill = count_parameters(presets.create(name, num_distill_classes=1000)) / 1e6
+        rows.append({"model": name, "params_m": count_parameters(model) / 1e6, "params_distill_m": distill,
+                     "paper_params_m": p.paper_params_m, "gmacs": flops / 2e9, "paper_gmacs": p.paper_gmacs,
+                     "paper_top1": p.paper_top1})
     return pd.DataFrame(rows)

@@ -1,21 +1,35 @@
 """Chapter 5 (NaViT): mixed resolutions packed into sequences, and token dropout.
 
-The workload (random images of several sizes), padding them for a plain ViT, token counts,
-packing quality, and training steps timed interleaved: vitlib's NaViT at several token-dropout
-rates against a ViT on the images padded to the largest size and against vit-pytorch's NaViT. The
-``navit`` bench suite runs them. Token dropout is ``token_dropout_prob`` everywhere, as in
+The workload (random images of several sizes), padding or resizing them for a plain ViT, token
+counts, packing quality and what each batch layout computes (:func:`batch_layouts`), training
+steps timed interleaved (vitlib's NaViT at several token-dropout rates against a ViT on the images
+padded to the largest size or resized to one size, and against vit-pytorch's NaViT:
+:func:`throughput_table`), and whole training runs at several token-dropout rates over seeds,
+interleaved run by run (:func:`train_dropout_seeds`, :func:`wall_speedup`). The ``navit`` bench
+suite runs the timings. Token dropout is ``token_dropout_prob`` everywhere, as in
 :class:`~vitlib.models.NaViT`.
 """
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+import statistics
+import time
+from typing import Iterable, Mapping, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..bench import Timing, default_threads, register_suite, time_interleaved, train_step_fn
 from ..layers import pair
 from ..models import NaViT, ViT
-from ..models.na_vit import max_kept_tokens, pack_greedy, pack_sequences, padding_fraction
+from ..models.na_vit import (
+    check_token_dropout_rounding,
+    expected_kept_tokens,
+    floor_kept_tokens,
+    max_kept_tokens,
+    pack_greedy,
+    pack_sequences,
+    padding_fraction,
+)
 from ..train import RECIPES
 
 __all__ = [
@@ -24,12 +38,19 @@ __all__ = [
     "NAVIT_FORWARD",
     "navit_workload",
     "pad_images",
+    "resize_images",
+    "mean_token_size",
+    "batch_layouts",
     "navit_token_counts",
     "expected_tokens",
     "packing_padding",
     "navit_train_comparison",
-    "navit_packed_vs_padded",
+    "random_packing",
+    "qk_norm_sharpness",
     "token_dropout_sweep",
+    "throughput_table",
+    "train_dropout_seeds",
+    "wall_speedup",
     "navit_suite",
 ]
 
@@ -73,19 +94,81 @@ def pad_images(images: list[torch.Tensor], size: tuple[int, int] | None = None) 
     return out
 
 
-def navit_token_counts(images: list[torch.Tensor], patch_size: int, token_dropout_prob: float = 0.0) -> list[int]:
+def resize_images(images: list[torch.Tensor], size) -> torch.Tensor:
+    """Resize ``(c, h, w)`` images (bilinear) to one ``size`` (an int or ``(height, width)``) and
+    stack them into an ``(n, c, height, width)`` batch: the fixed-size input of an ordinary ViT."""
+    size = pair(size, "size")
+    return torch.cat([F.interpolate(img[None], size=size, mode="bilinear", align_corners=False)
+                      for img in images])
+
+
+def mean_token_size(images: list[torch.Tensor], patch_size: int) -> tuple[int, int]:
+    """The images' own size (height, width) whose token count at ``patch_size`` is nearest their
+    mean token count (the larger on a tie): one size to resize every image to for a ViT batch that
+    holds about as many tokens as the images do at their own sizes."""
+    sizes = sorted({tuple(img.shape[-2:]) for img in images})
+    tokens = {s: (s[0] // patch_size) * (s[1] // patch_size) for s in sizes}
+    mean = statistics.fmean(tokens[tuple(img.shape[-2:])] for img in images)
+    return min(sizes, key=lambda s: (abs(tokens[s] - mean), -tokens[s]))
+
+
+def batch_layouts(images: list[torch.Tensor], patch_size: int, resize_to=None,
+                  max_len: int | None = None) -> list[dict]:
+    """What one transformer layer computes on ``images`` in each batch layout, counted from their
+    shapes (class tokens and pooling queries left out): ``"ViT, padded"`` (zero-padded to the
+    largest height and width), ``"ViT, resized"`` (to ``resize_to``, when given), ``"NaViT,
+    packed"`` (first-fit decreasing into sequences of at most ``max_len`` tokens, default the
+    longest image) and ``"vit-pytorch, packed in order"`` (its in-order packing, same length).
+    One row per layout: ``layout``, ``input`` (the shape in words), ``slots`` (token positions
+    the linear layers and MLP compute), ``padding`` (the share of them that hold no image),
+    ``scores`` (query-key entries attention computes, per head) and ``own_image`` (the share of
+    those between two tokens of one image: the rest are padding or, packed, masked out)."""
+    p = patch_size
+    grids = [(img.shape[-2] // p, img.shape[-1] // p) for img in images]
+    lengths = [h * w for h, w in grids]
+    real, own = sum(lengths), sum(n * n for n in lengths)
+    n = len(images)
+    height, width = max(img.shape[-2] for img in images), max(img.shape[-1] for img in images)
+    full = (height // p) * (width // p)
+    rows = [{"layout": "ViT, padded", "input": f"{n} x {height}x{width}", "slots": n * full,
+             "padding": 1 - real / (n * full), "scores": n * full ** 2, "own_image": own / (n * full ** 2)}]
+    if resize_to is not None:
+        rh, rw = pair(resize_to, "resize_to")
+        t = (rh // p) * (rw // p)
+        rows.append({"layout": "ViT, resized", "input": f"{n} x {rh}x{rw}", "slots": n * t, "padding": 0.0,
+                     "scores": n * t * t, "own_image": 1.0})
+    max_len = max(lengths) if max_len is None else max_len
+    for name, packer in (("NaViT, packed", pack_sequences), ("vit-pytorch, packed in order", pack_greedy)):
+        groups = packer(lengths, max_len)
+        longest = max(sum(lengths[i] for i in g) for g in groups)
+        rows.append({"layout": name, "input": f"{len(groups)} sequences x {longest}",
+                     "slots": len(groups) * longest, "padding": padding_fraction(lengths, groups),
+                     "scores": len(groups) * longest ** 2, "own_image": own / (len(groups) * longest ** 2)})
+    return rows
+
+
+def navit_token_counts(images: list[torch.Tensor], patch_size: int, token_dropout_prob: float = 0.0,
+                       token_dropout_rounding: str = "stochastic") -> list[int]:
     """Tokens per image at ``patch_size``; under token dropout at ``token_dropout_prob``, the most
-    an image can keep (:func:`~vitlib.models.na_vit.max_kept_tokens`; it keeps the nominal share
-    on average): a bound for the packed sequence length."""
+    an image can keep, rounded as :class:`~vitlib.models.NaViT`'s ``token_dropout_rounding``:
+    :func:`~vitlib.models.na_vit.max_kept_tokens` when stochastic (it keeps the nominal share on
+    average), :func:`~vitlib.models.na_vit.floor_kept_tokens` (every time) when ``"floor"``. A
+    bound for the packed sequence length."""
+    check_token_dropout_rounding(token_dropout_rounding)
     counts = [(img.shape[-2] // patch_size) * (img.shape[-1] // patch_size) for img in images]
-    return [max_kept_tokens(n, token_dropout_prob) for n in counts]
+    most = floor_kept_tokens if token_dropout_rounding == "floor" else max_kept_tokens
+    return [most(n, token_dropout_prob) for n in counts]
 
 
-def expected_tokens(images: list[torch.Tensor], patch_size: int, token_dropout_prob: float = 0.0) -> float:
+def expected_tokens(images: list[torch.Tensor], patch_size: int, token_dropout_prob: float = 0.0,
+                    token_dropout_rounding: str = "stochastic") -> float:
     """Tokens a step over ``images`` processes on average under token dropout at
-    ``token_dropout_prob`` (each image keeps ``tokens * (1 - p)`` on average, at least one)."""
+    ``token_dropout_prob``, rounded as ``token_dropout_rounding``
+    (:func:`~vitlib.models.na_vit.expected_kept_tokens`): stochastic rounding keeps exactly
+    ``max(1, tokens * (1 - p))`` of an image on average, ``"floor"`` ``max(1, int(tokens * (1 - p)))``."""
+    check_token_dropout_rounding(token_dropout_rounding)
     counts = [(img.shape[-2] // patch_size) * (img.shape[-1] // patch_size) for img in images]
-    return sum(max(1.0, n * (1.0 - token_dropout_prob)) for n in counts)
+    return sum(expected_kept_tokens(n, token_dropout_prob, token_dropout_rounding) for n in counts)
 
 
 def packing_padding(lengths: list[int], max_lens: Iterable[int | None] = (None,)) -> list[dict]:
@@ -100,6 +183,48 @@ def packing_padding(lengths: list[int], max_lens: Iterable[int | None] = (None,)
         rows.append({"max_len": max_len, "sequences_ours": len(ours), "sequences_greedy": len(greedy),
                      "padding_ours": padding_fraction(lengths, ours),
                      "padding_greedy": padding_fraction(lengths, greedy)})
+    return rows
+
+
+def random_packing(trials: int = 200, lengths=(16, 40, 60, 64, 96, 140, 196), max_lens=(256, 512), *,
+                   images=(8, 64), seed: int = 0):
+    """Padding fraction of vitlib's packing and vit-pytorch's on ``trials`` random batches: each
+    batch holds between ``images[0]`` and ``images[1]`` images whose token counts are drawn from
+    ``lengths``, packed into sequences of at most each of ``max_lens`` tokens. A DataFrame with
+    ``trial``, ``max_len``, ``ours`` and ``greedy``."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for trial in range(trials):
+        batch = [int(v) for v in rng.choice(lengths, size=rng.integers(*images))]
+        for max_len in max_lens:
+            rows.append({"trial": trial, "max_len": max_len,
+                         "ours": padding_fraction(batch, pack_sequences(batch, max_len)),
+                         "greedy": padding_fraction(batch, pack_greedy(batch, max_len))})
+    return pd.DataFrame(rows)
+
+
+def qk_norm_sharpness(weight_scales=(1, 4, 16), *, dim: int = 32, heads: int = 2, dim_head: int = 16,
+                      tokens: int = 16, seed: int = 0) -> list[dict]:
+    """What growing weights do to attention, with and without query-key normalisation: one
+    attention layer on fixed random tokens, its query-key-value weights multiplied by each of
+    ``weight_scales``. Rows: ``qk_norm``, ``scale``, ``largest_weight`` (a query's largest attention
+    weight, averaged over queries and heads: ``1 / tokens`` is uniform, 1 all on one token)."""
+    from ..layers import Attention
+
+    x = torch.randn(1, tokens, dim, generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for qk_norm in (False, True):
+        torch.manual_seed(seed)
+        layer = Attention(dim, heads, dim_head, qk_norm=qk_norm).eval()
+        weight = layer.to_qkv.weight.detach().clone()
+        for scale in weight_scales:
+            with torch.no_grad():
+                layer.to_qkv.weight.copy_(weight * scale)
+                _, attn = layer(x, return_attn=True)
+            rows.append({"qk_norm": qk_norm, "scale": scale, "largest_weight": float(attn.amax(-1).mean())})
     return rows
 
 
@@ -138,6 +263,7 @@ def navit_train_comparison(
     config: Mapping = NAVIT_CONFIG,
     token_dropout_prob: float | Iterable[float] = (0.0,),
     padded_vit: bool = True,
+    resize_to=None,
     vit_pytorch: bool = False,
     rounds: int = 3,
     min_run_time: float = 0.5,
@@ -151,8 +277,9 @@ def navit_train_comparison(
     images, interleaved: vitlib's :class:`~vitlib.models.NaViT` once per token-dropout probability
     in ``token_dropout_prob``, and optionally a vitlib :class:`~vitlib.models.ViT` of the same
     width and depth on the images zero-padded to the largest height and width (``"vit padded"``),
-    and vit-pytorch's NaViT (``"vit-pytorch navit"``, no token dropout; skipped with a reason if
-    vit-pytorch is missing).
+    with ``resize_to`` (an int or ``(height, width)``) the same ViT on the images resized to that
+    one size (``"vit resized"``, built for it), and vit-pytorch's NaViT (``"vit-pytorch navit"``,
+    no token dropout; skipped with a reason if vit-pytorch is missing).
 
     ``config`` holds the model's keywords (those of :data:`NAVIT_CONFIG` by default); the image
     size and channels come from the images, so ``config`` may not set them, and the labels must
@@ -162,9 +289,10 @@ def navit_train_comparison(
     to the same length as vitlib's at probability 0.
 
     Returns ``timings`` (per candidate: ``median_s``, ``iqr_s``, ``runs``, ``images_per_s``),
-    ``tokens`` (real tokens per step), ``group_max_seq_len`` (per NaViT), ``vit_pytorch_skipped``
-    (None, or why) and the settings. Models and images go to ``device``.
-    """
+    ``times`` (per candidate, every timed call's seconds, for :meth:`~vitlib.claims.Measured.ratio`),
+    ``tokens`` (per step: a NaViT's kept image tokens, a ViT's slots and class tokens),
+    ``group_max_seq_len`` (per NaViT), ``vit_pytorch_skipped`` (None, or why) and the settings.
+    Models and images go to ``device``."""
     rates = _rates(token_dropout_prob)
     cfg = _check_config(config, images, labels)
     device = torch.device(device)
@@ -188,6 +316,11 @@ def navit_train_comparison(
         vit = ViT(image_size=(height, width), channels=channels, **cfg).to(device)
         fns["vit padded"] = train_step_fn(vit, pad_images(images, (height, width)), labels)
         tokens["vit padded"] = len(images) * ((height // patch) * (width // patch) + 1)
+    if resize_to is not None:
+        rh, rw = pair(resize_to, "resize_to")
+        vit = ViT(image_size=(rh, rw), channels=channels, **cfg).to(device)
+        fns["vit resized"] = train_step_fn(vit, resize_images(images, (rh, rw)), labels)
+        tokens["vit resized"] = len(images) * ((rh // patch) * (rw // patch) + 1)
     skipped = None
     if vit_pytorch:
         try:
@@ -205,6 +338,7 @@ def navit_train_comparison(
                              device=device, progress=f"timing {len(fns)} training steps" if progress else None)
     return {
         "timings": {name: Timing(t, threads, batch=len(images)).summary() for name, t in times.items()},
+        "times": {name: list(t) for name, t in times.items()},
         "tokens": tokens,
         "group_max_seq_len": seq_lens,
         "vit_pytorch_skipped": skipped,
@@ -222,25 +356,6 @@ def _speed_ratio(timings: Mapping[str, dict], fast: str, slow: str) -> float | N
     if fast not in timings or slow not in timings:
         return None
     return timings[slow]["median_s"] / timings[fast]["median_s"]
-
-
-def navit_packed_vs_padded(images: list[torch.Tensor], labels: torch.Tensor, *, vit_pytorch: bool = True,
-                           **kwargs) -> dict:
-    """Training speed of packed NaViT over a ViT trained on the same images padded to the largest
-    size (images/s over images/s), for vitlib's NaViT and vit-pytorch's, measured interleaved.
-
-    Returns ``packed_vs_padded``, ``vit_pytorch_packed_vs_padded`` (None with ``vit_pytorch_skipped``
-    saying why, when vit-pytorch is missing or not asked for) and :func:`navit_train_comparison`'s
-    result under ``comparison``. ``kwargs`` go to :func:`navit_train_comparison`."""
-    res = navit_train_comparison(images, labels, token_dropout_prob=0.0, padded_vit=True, vit_pytorch=vit_pytorch,
-                                 **kwargs)
-    t = res["timings"]
-    return {
-        "packed_vs_padded": _speed_ratio(t, "navit (token dropout 0)", "vit padded"),
-        "vit_pytorch_packed_vs_padded": _speed_ratio(t, "vit-pytorch navit", "vit padded"),
-        "vit_pytorch_skipped": res["vit_pytorch_skipped"] or (None if vit_pytorch else "not requested"),
-        "comparison": res,
-    }
 
 
 def token_dropout_sweep(token_dropout_prob: Iterable[float], images: list[torch.Tensor], labels: torch.Tensor,
@@ -264,8 +379,100 @@ def token_dropout_sweep(token_dropout_prob: Iterable[float], images: list[torch.
                      "iqr_ms": t["iqr_s"] * 1e3, "runs": t["runs"], "images_per_s": t["images_per_s"]})
     df = pd.DataFrame(rows)
     df["speedup"] = df["median_ms"].iloc[0] / df["median_ms"]
-    df.attrs.update(threads=res["threads"], rounds=res["rounds"], images=res["images"], config=res["config"])
+    df.attrs.update(threads=res["threads"], rounds=res["rounds"], images=res["images"], config=res["config"],
+                    times={rate: res["times"][f"navit (token dropout {rate:g})"] for rate in rates})
     return df
+
+
+#: The names :func:`throughput_table` gives :func:`navit_train_comparison`'s candidates.
+THROUGHPUT_NAMES = {"navit (token dropout 0)": "NaViT, packed", "vit padded": "ViT, padded",
+                    "vit resized": "ViT, resized", "vit-pytorch navit": "vit-pytorch NaViT, packed"}
+
+
+def throughput_table(images: list[torch.Tensor], labels: torch.Tensor, *, resize_to=None, vit_pytorch: bool = True,
+                     **kwargs):
+    """Training steps on the same mixed-resolution images, timed interleaved: vitlib's NaViT packed
+    (``"NaViT, packed"``), a ViT on the images padded to the largest size (``"ViT, padded"``, the
+    baseline), with ``resize_to`` a ViT on the images resized to that size (``"ViT, resized"``) and,
+    when vit-pytorch is installed, its NaViT (``"vit-pytorch NaViT, packed"``).
+
+    A DataFrame like :func:`vitlib.bench.compare`'s, indexed by ``model``: ``median_ms``,
+    ``iqr_ms``, ``runs``, ``images_per_s``, ``tokens`` (per step), ``speedup`` (the baseline's median
+    over this one's); ``attrs`` hold the per-call ``times`` and ``baseline``, so
+    :func:`vitlib.bench.speedup` gives a ratio with its spread, and ``vit_pytorch_skipped``
+    (None, or why). ``kwargs`` go to :func:`navit_train_comparison`."""
+    import pandas as pd
+
+    res = navit_train_comparison(images, labels, token_dropout_prob=0.0, padded_vit=True, resize_to=resize_to,
+                                 vit_pytorch=vit_pytorch, **kwargs)
+    rows = []
+    for key, t in res["timings"].items():
+        rows.append({"model": THROUGHPUT_NAMES[key], "median_ms": t["median_s"] * 1e3, "iqr_ms": t["iqr_s"] * 1e3,
+                     "runs": t["runs"], "images_per_s": t["images_per_s"], "tokens": res["tokens"][key]})
+    df = pd.DataFrame(rows).set_index("model")
+    df["speedup"] = df.loc["ViT, padded", "median_ms"] / df["median_ms"]
+    df.attrs.update(baseline="ViT, padded", times={THROUGHPUT_NAMES[k]: v for k, v in res["times"].items()},
+                    threads=res["threads"], rounds=res["rounds"], images=res["images"], sizes=res["sizes"],
+                    device=res["device"], config=res["config"], vit_pytorch_skipped=res["vit_pytorch_skipped"]
+                    or (None if vit_pytorch else "not requested"))
+    return df
+
+
+def train_dropout_seeds(recipe: Mapping, token_dropout_prob: Iterable[float], seeds: Sequence[int], *, data,
+                        device: torch.device | str = "cpu", model_overrides: Mapping | None = None,
+                        **fit_overrides):
+    """Train ``recipe`` (a NaViT recipe of :data:`vitlib.train.RECIPES`, which packs as NaViT trains)
+    once per token-dropout probability and seed on ``data``, and time each whole run.
+
+    The runs are interleaved run by run: seed after seed, every probability in turn, the order
+    rotated by one each seed, so that no probability always runs first or meets the same spell
+    of a shared machine. ``model_overrides`` and ``fit_overrides`` go to
+    :func:`vitlib.train.train_recipe`. Returns a DataFrame with ``condition`` (``"rate 0.1"``),
+    ``token_dropout_prob``, ``seed``, ``accuracy`` (final test accuracy), ``wall_s`` (the whole
+    run: building the model, training and evaluation), ``train_s`` (the training epochs alone)
+    and ``order`` (the run's place within its seed); ``attrs`` hold ``test_size``, ``seeds`` and
+    the ``histories``, so :func:`vitlib.claims.seed_difference` and :func:`wall_speedup` apply."""
+    import pandas as pd
+
+    from ..train import train_recipe
+
+    rates = _rates(token_dropout_prob)
+    if not seeds:
+        raise ValueError("train_dropout_seeds needs at least one seed; received none")
+    rows, histories = [], {}
+    for k, seed in enumerate(seeds):
+        order = rates[k % len(rates):] + rates[: k % len(rates)]
+        for place, rate in enumerate(order):
+            overrides = {**(model_overrides or {}), "token_dropout_prob": rate or None}
+            t0 = time.perf_counter()
+            _, history, _ = train_recipe(dict(recipe), model_overrides=overrides, seed=seed, data=data, device=device,
+                                         progress=False, **fit_overrides)
+            wall = time.perf_counter() - t0
+            frame = history.frame()
+            histories[(rate, seed)] = frame
+            rows.append({"condition": f"rate {rate:g}", "token_dropout_prob": rate, "seed": seed,
+                         "accuracy": float(frame["test_acc"].iloc[-1]), "wall_s": wall,
+                         "train_s": float((len(data.train) / frame["images_per_s"]).sum()), "order": place})
+    table = pd.DataFrame(rows)
+    table.attrs.update(test_size=len(data.test), seeds=list(seeds), histories=histories)
+    return table
+
+
+def wall_speedup(runs, other: str, base: str, column: str = "wall_s"):
+    """How much faster whole runs of condition ``other`` were than ``base`` (a
+    :func:`train_dropout_seeds` table): the ratio ``base / other`` of ``column`` per seed (the two
+    runs of a seed ran side by side), as a :class:`~vitlib.claims.Measured` whose value is the
+    median over seeds and whose spread is the lowest to the highest seed's ratio."""
+    from ..claims import Measured
+
+    by = runs.set_index(["condition", "seed"])[column]
+    for name in (base, other):
+        if name not in set(runs["condition"]):
+            raise ValueError(f"no condition {name!r} in the runs; they have {sorted(set(runs['condition']))}")
+    seeds = sorted(set(runs["seed"]))
+    ratios = [by[(base, s)] / by[(other, s)] for s in seeds]
+    return Measured(statistics.median(ratios), min(ratios), max(ratios), len(ratios), "x",
+                    f"lowest to highest of {len(ratios)} seeds, whole runs interleaved")
 
 
 @register_suite("navit")
@@ -275,26 +482,19 @@ def navit_suite(args) -> dict:
     res = navit_train_comparison(images, labels, token_dropout_prob=(0.0, 0.5), padded_vit=True, vit_pytorch=True,
                                  rounds=args.rounds, min_run_time=args.min_run_time, num_threads=args.threads,
                                  seed=args.seed, device=args.device, progress=True)
-    t = res["timings"]
-    counts = navit_token_counts(images, NAVIT_CONFIG["patch_size"])
-    padding = packing_padding(counts, (None, 256, 512, 2048))
-    figures = {
-        "packed_vs_padded": _speed_ratio(t, "navit (token dropout 0)", "vit padded"),
-        "dropout50_step_speedup": _speed_ratio(t, "navit (token dropout 0.5)", "navit (token dropout 0)"),
-        "padding_fraction_ours": padding[0]["padding_ours"],
-        "padding_fraction_greedy": padding[0]["padding_greedy"],
-        "vit_pytorch_packed_vs_padded": _speed_ratio(t, "vit-pytorch navit", "vit padded"),
-        "vit_pytorch_skipped": res["vit_pytorch_skipped"],
-        "packing": padding,
-        **res,
-    }
+    t, base = res["timings"], "navit (token dropout 0)"
+    padding = packing_padding(navit_token_counts(images, NAVIT_CONFIG["patch_size"]), (None, 256, 512, 2048))
+    figures = {"packed_vs_padded": _speed_ratio(t, base, "vit padded"),
+               "dropout50_step_speedup": _speed_ratio(t, "navit (token dropout 0.5)", base),
+               "vit_pytorch_packed_vs_padded": _speed_ratio(t, "vit-pytorch navit", "vit padded"),
+               "padding_fraction_ours": padding[0]["padding_ours"],
+               "padding_fraction_greedy": padding[0]["padding_greedy"]}
     print(f"NaViT training on {res['images']} images of sizes {res['sizes']}, {res['threads']} threads, "
           f"median of {args.rounds} interleaved rounds, {args.device}")
     for name, row in t.items():
         print(f"  {name:28s} {row['median_s'] * 1e3:9.1f} ms/step (IQR {row['iqr_s'] * 1e3:.1f}, "
               f"{row['runs']} calls)  {row['images_per_s']:7.1f} images/s  {res['tokens'][name]} tokens")
-    for key in ("packed_vs_padded", "dropout50_step_speedup", "vit_pytorch_packed_vs_padded",
-                "padding_fraction_ours", "padding_fraction_greedy"):
-        value = figures[key]
+    for key, value in figures.items():
         print(f"  {key:30s} " + ("-" if value is None else f"{value:.3f}"))
-    return figures
+    res = {k: v for k, v in res.items() if k != "times"}  # the JSON keeps the summaries only
+    return {**figures, "vit_pytorch_skipped": res["vit_pytorch_skipped"], "packing": padding, **res}

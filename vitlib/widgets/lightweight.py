@@ -109,9 +109,10 @@ def plot_knobs(sweep, title: str = ""):
     for ax, knob in zip(axes, knobs):
         rows = sweep[sweep["knob"] == knob].sort_values("value")
         xs = list(rows["value"])
-        for col, label, style in (("params_x", "parameters", "o-"), ("gflops_x", "FLOPs", "s--"),
-                                  ("time_x", "latency (measured)", "^-")):
+        for col, label, style in (("params_x", "parameters", "o-"), ("gflops_x", "FLOPs", "s--")):
             ax.plot(xs, rows[col], style, label=label)
+        err = [rows["time_x"] - rows["time_x_low"], rows["time_x_high"] - rows["time_x"]]
+        ax.errorbar(xs, rows["time_x"], yerr=err, fmt="^-", capsize=2, label="latency (measured, IQR)")
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [str(v) for v in xs])
         ax.minorticks_off()
@@ -164,10 +165,14 @@ def knob_chart(sweep):
         xs = [str(v) for v in rows["value"]]
         frames[knob] = [go.Scatter(x=xs, y=list(rows[col]), mode="lines+markers", name=label,
                                    line=dict(dash=dash), hovertemplate="%{y:.2f}x<extra>" + label + "</extra>")
-                        for col, label, dash in (("params_x", "parameters", "solid"), ("gflops_x", "FLOPs", "dash"),
-                                                 ("time_x", "latency (measured)", "dot"))]
-    top = float(sweep[["params_x", "gflops_x", "time_x"]].max().max())
-    low = float(sweep[["params_x", "gflops_x", "time_x"]].min().min())
+                        for col, label, dash in (("params_x", "parameters", "solid"), ("gflops_x", "FLOPs", "dash"))]
+        frames[knob].append(go.Scatter(
+            x=xs, y=list(rows["time_x"]), mode="lines+markers", name="latency (measured, IQR)", line=dict(dash="dot"),
+            error_y=dict(type="data", symmetric=False, array=list(rows["time_x_high"] - rows["time_x"]),
+                         arrayminus=list(rows["time_x"] - rows["time_x_low"])),
+            hovertemplate="%{y:.2f}x<extra>latency</extra>"))
+    top = float(sweep[["params_x", "gflops_x", "time_x_high"]].max().max())
+    low = float(sweep[["params_x", "gflops_x", "time_x_low"]].min().min())
     return static_chart(frames, dropdown="knob", title=lambda k, _: f"One knob at a time: {k.replace('_', ' ')}",
                         layout=dict(yaxis=dict(title="multiple of the base", type="log",
                                                range=[np.log10(low / 1.3), np.log10(top * 1.3)]),

@@ -1,4 +1,5 @@
-"""Chapter 5's widgets: token dropout and training curves."""
+"""Chapter 5's widgets: token dropout (a live slider, the step-time sweep, whole training runs
+over seeds), training curves, and the throughput of packing against padding and resizing."""
 from __future__ import annotations
 
 import torch
@@ -20,6 +21,34 @@ def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
     ax.set_ylabel("speed-up over p = 0")
     ax.legend()
     ax.set_title(title)
+
+
+def plot_dropout_runs(axes, runs, title: str = "") -> None:
+    """Two panels from a :func:`vitlib.studies.navit.train_dropout_seeds` table: whole-run wall
+    time and final test accuracy against ``token_dropout_prob``, one dot per seed and the median
+    over seeds as a line."""
+    for ax, column, label in zip(axes, ("wall_s", "accuracy"), ("whole training run (s)", "test accuracy")):
+        for seed, g in runs.groupby("seed"):
+            ax.plot(g["token_dropout_prob"], g[column], "o", ms=4, alpha=0.6, label=f"seed {seed}")
+        med = runs.groupby("token_dropout_prob")[column].median()
+        ax.plot(med.index, med.values, "-", color="#08519c", label="median")
+        ax.set(xlabel="token_dropout_prob", ylabel=label)
+    axes[0].legend(fontsize=7)
+    if title:
+        axes[0].figure.suptitle(title, fontsize=9)
+
+
+def plot_throughput(ax, table, title: str = "") -> None:
+    """Training images/s of each candidate of a :func:`vitlib.studies.navit.throughput_table`,
+    as bars labelled with the speed-up over the padded ViT."""
+    names = list(table.index)
+    colours = {"NaViT, packed": "#08519c", "ViT, padded": "#bdbdbd", "ViT, resized": "#74c476"}
+    ax.barh(names, table["images_per_s"], color=[colours.get(n, "#fd8d3c") for n in names])
+    for i, (rate, speed) in enumerate(zip(table["images_per_s"], table["speedup"])):
+        ax.text(rate, i, f" {speed:.2f}x", va="center", fontsize=8)
+    ax.set_xlim(0, table["images_per_s"].max() * 1.25)
+    ax.invert_yaxis()
+    ax.set(xlabel="training images/s (median step)", title=title)
 
 
 def token_dropout_explorer(images, labels, config: dict, *, device: torch.device | str = "cpu",
