@@ -182,6 +182,13 @@ def test_a_long_call_is_still_timed_at_least_min_calls_times():
     assert len(t.times) >= bench.MIN_CALLS and t.iqr >= 0
     times = bench.time_interleaved({"a": slow, "b": slow}, rounds=2, min_run_time=0.001, warmup=0)
     assert all(len(v) >= bench.MIN_CALLS for v in times.values()), {k: len(v) for k, v in times.items()}
+    # a long call is timed call by call: no untimed call sizes blocks, later rounds need no warm-up
+    calls.clear()
+    t = bench.time_function(slow, min_run_time=0.001, warmup=1)
+    assert len(calls) == 1 + bench.MIN_CALLS == 1 + len(t.times)
+    calls.clear()
+    times = bench.time_interleaved({"a": slow}, rounds=2, min_run_time=0.001, warmup=1)
+    assert len(calls) == 1 + len(times["a"]) == 1 + 2 * 3
     with pytest.raises(ValueError, match="min_calls must be at least 1; received 0"):
         bench.time_function(slow, min_calls=0)
     with pytest.raises(ValueError, match="rounds must be at least 1; received 0"):

@@ -36,6 +36,11 @@ def test_verdict_by_condition():
     rates["rate 0.2"] = Measured(1.25, 1.2, 1.3, 5)
     assert verdict(rates, 1.25) == "holds only when rate 0.3 (inconclusive for rate 0.2)"
     assert verdict(rates, 1.25, because="x").endswith(": x")
+    # missed under some conditions, the others straddling: it does not hold there, and says where
+    mixed = {"rate 0.1": Measured(1.1, 1.05, 1.15, 5), "rate 0.3": Measured(1.3, 1.2, 1.4, 5)}
+    assert verdict(mixed, 1.25) == "does not hold for rate 0.1 (inconclusive for rate 0.3)"
+    assert verdict({"a": Measured(1.3, 1.2, 1.4, 5), "b": Measured(1.3, 1.2, 1.4, 5)}, 1.25) == \
+        "inconclusive on this machine"
 
 
 def test_accuracy_difference_carries_test_set_and_seed_uncertainty():
@@ -85,10 +90,21 @@ def test_all_of_needs_every_part_to_hold():
 
     holds, fails = "holds", "does not hold: too slow"
     unsure = "inconclusive on this machine"
-    assert all_of({"speed": holds, "accuracy": holds}).startswith("holds: speed: holds")
+    assert all_of({"speed": holds, "accuracy": holds}) == "holds\n- speed: holds\n- accuracy: holds"
+    # each part on its own line, its reason in brackets, "inconclusive on this machine" said once
+    assert all_of({"speed": fails, "accuracy": unsure + ": 3 seeds"}) == (
+        "does not hold\n- speed: does not hold (too slow)\n- accuracy: inconclusive (3 seeds)")
+    assert all_of({"speed": "does not hold for a (inconclusive for b): steps", "n": holds}) == (
+        "does not hold\n- speed: does not hold for a (inconclusive for b): steps\n- n: holds")
     assert all_of({"speed": holds, "accuracy": fails}).startswith("does not hold")
     assert all_of({"speed": unsure, "accuracy": holds}).startswith("inconclusive on this machine")
     assert all_of({"speed": "holds only when batch 64", "accuracy": holds}).startswith("inconclusive")
+    # a part that cannot be tested here leaves the verdict to the others, and says so
+    untested = "not testable here: ImageNet"
+    assert all_of({"speed": holds, "top-1": untested}).startswith("holds only when judged on speed\n")
+    assert all_of({"speed": fails, "top-1": untested}).startswith("does not hold\n")
+    assert all_of({"speed": unsure, "top-1": untested}).startswith("inconclusive on this machine\n")
+    assert all_of({"top-1": untested}).startswith("not testable here\n")
     with pytest.raises(ValueError, match="must be a verdict"):
         all_of({"speed": "fast"})
     with pytest.raises(ValueError, match="at least one part"):

@@ -57,6 +57,17 @@ def test_throughput_table_and_sweep_plumbing():
     assert list(df["tokens"]) == [sum(counts), sum(max(1, n / 2) for n in counts)]
     assert study.navit_token_counts(imgs, 8, token_dropout_prob=0.5) == [max(1, -(-n // 2)) for n in counts]
     assert (df["median_ms"] > 0).all() and (df["runs"] >= 1).all()
+    # the static chart: one slider step per rate, each the kept tokens and the time as shares of rate 0
+    from vitlib.widgets import dropout_chart
+
+    chart = dropout_chart(df)
+    assert chart.values == {None: ["0", "0.5"]}
+    bars = chart.figure.data
+    assert len(bars) == 2 and list(bars[0].y) == pytest.approx([1.0, 1.0])
+    assert bars[1].y[0] == pytest.approx(df["tokens"].iloc[1] / df["tokens"].iloc[0])
+    assert bars[1].y[1] == pytest.approx(df["median_ms"].iloc[1] / df["median_ms"].iloc[0], rel=0.05)
+    with pytest.raises(ValueError, match="at least two rates"):
+        dropout_chart(df.iloc[:1])
 
 
 def test_resize_and_the_size_nearest_the_mean_token_count():
@@ -147,6 +158,13 @@ def test_wall_speedup_pairs_runs_by_seed():
     assert (m.value, m.low, m.high, m.n) == (2.0, 1.0, 2.0, 3)  # per-seed ratios 2, 2, 1
     with pytest.raises(ValueError, match="no condition 'rate 0.5'"):
         study.wall_speedup(runs, "rate 0.5", "rate 0")
+    # per epoch: every epoch of every seed, training time = training images / images per second
+    runs["token_dropout_prob"] = [0.0] * 3 + [0.3] * 3
+    runs.attrs.update(train_size=100, histories={
+        (0.0, s): pd.DataFrame({"images_per_s": [100.0, 50.0]}) for s in range(3)} | {
+        (0.3, s): pd.DataFrame({"images_per_s": [200.0, 100.0]}) for s in range(3)})
+    m = study.wall_speedup(runs, "rate 0.3", "rate 0", column="epochs")
+    assert m.n == 6 and m.value == pytest.approx(2.0)  # epochs of 1 and 2 s against 0.5 and 1 s
 
 
 def test_token_counts_and_expected_tokens_follow_navits_rounding():

@@ -77,7 +77,8 @@ class Measured:
         s1, s2, s3 = _quartiles(slow)
         f1, f2, f3 = _quartiles(fast)
         n = min(len(slow), len(fast))
-        return cls(s2 / f2, s1 / f3, s3 / f1, n, "x", f"IQR, {n} timed calls a side")
+        calls = f"{n} timed calls a side" if len(slow) == len(fast) else f"{len(slow)} and {len(fast)} timed calls"
+        return cls(s2 / f2, s1 / f3, s3 / f1, n, "x", f"IQR, {calls}")
 
     @classmethod
     def of_values(cls, values: Sequence[float], unit: str = "x", how: str = "") -> "Measured":
@@ -102,7 +103,8 @@ class Measured:
         half = 2 * max(binomial, seeds) * 100
         d = (b - a) * 100
         return cls(d, d - half, d + half, len(base), "pt",
-                   f"±{half:.1f} pt: 2 standard errors, {test_size} test images, {len(base)} seed(s)")
+                   f"±{half:.1f} pt: 2 standard errors, {test_size} test images, "
+                   f"{len(base)} seed{'s' if len(base) != 1 else ''}")
 
     @classmethod
     def exact(cls, value: float, unit: str = "") -> "Measured":
@@ -132,8 +134,9 @@ def verdict(measured: Measured | Mapping[str, Measured], threshold: float, *, at
     ``"batch 64"``) to the value measured under it. The claim "holds" when the whole spread clears
     the threshold under every condition, "does not hold" when it misses it under every condition,
     "holds only when <conditions>" when it clears it under some and misses it under the others,
-    and is "inconclusive on this machine" whenever a spread straddles the threshold and no
-    condition clears it. ``because``, if given, is appended after a colon.
+    "does not hold for <conditions> (inconclusive for <the others>)" when it misses it under some
+    and the others' spreads straddle it, and is "inconclusive on this machine" when every spread
+    straddles it. ``because``, if given, is appended after a colon.
     """
     items = {"": measured} if isinstance(measured, Measured) else dict(measured)
     if not items:
@@ -149,6 +152,10 @@ def verdict(measured: Measured | Mapping[str, Measured], threshold: float, *, at
         unsure = [c for c, o in outcome.items() if o == "inconclusive"]
         if unsure:
             text += f" (inconclusive for {', '.join(unsure)})"
+    elif "does not hold" in kinds and len(items) > 1:
+        missed = [c for c, o in outcome.items() if o == "does not hold"]
+        unsure = [c for c, o in outcome.items() if o == "inconclusive"]
+        text = f"does not hold for {', '.join(missed)} (inconclusive for {', '.join(unsure)})"
     else:
         text = "inconclusive on this machine"
     return f"{text}: {because}" if because else text
@@ -156,9 +163,11 @@ def verdict(measured: Measured | Mapping[str, Measured], threshold: float, *, at
 
 def all_of(parts: Mapping[str, str]) -> str:
     """The verdict on a claim that bundles several (a speed-up AND an accuracy kept), from the
-    verdicts on its parts (each from :func:`verdict`): "holds" when every part holds, "does not
-    hold" when any part does not, else "inconclusive on this machine". The reason names each
-    part's verdict."""
+    verdicts on its parts (each from :func:`verdict`, or ``"not testable here: why"``): "holds"
+    when every part holds, "does not hold" when any part does not, "holds only when judged on
+    <the parts tested>" when every part that could be tested holds and the others are "not
+    testable here", else "inconclusive on this machine". Each part's verdict follows
+    on a line of its own: ``"<name>: <its verdict> (<its reason>)"``."""
     if not parts:
         raise ValueError("all_of needs at least one part; received none")
     heads = {name: next(v for v in VERDICTS if text.startswith(v)) if any(text.startswith(v) for v in VERDICTS)
@@ -166,13 +175,25 @@ def all_of(parts: Mapping[str, str]) -> str:
     bad = [name for name, h in heads.items() if h is None]
     if bad:
         raise ValueError(f"each part must be a verdict starting with one of {VERDICTS}; received {bad}")
-    if all(h == "holds" for h in heads.values()):
-        text = "holds"
-    elif any(h == "does not hold" for h in heads.values()):
+    tested = [name for name, h in heads.items() if h != "not testable here"]
+    if not tested:
+        text = "not testable here"
+    elif any(heads[name] == "does not hold" for name in tested):
         text = "does not hold"
+    elif all(heads[name] == "holds" for name in tested):
+        text = "holds" if len(tested) == len(heads) else "holds only when judged on " + ", ".join(tested)
     else:
         text = "inconclusive on this machine"
-    return text + ": " + "; ".join(f"{name}: {parts[name]}" for name in parts)
+    lines = []
+    for name, part in parts.items():
+        head = heads[name]
+        rest = part[len(head):].lstrip(":").strip()
+        if head == "inconclusive on this machine":  # said once, in the overall verdict
+            head = "inconclusive"
+        if head == "holds only when" or head.startswith("does not hold") and rest.startswith("for "):
+            head, rest = f"{head} {rest}", ""  # the conditions belong to the verdict itself
+        lines.append(f"{name}: {head}" + (f" ({rest})" if rest else ""))
+    return text + "\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def seed_difference(results, other: str, base: str) -> Measured:

@@ -177,7 +177,7 @@ def crossvit_branches(sm_tokens: int = 16, lg_tokens: int = 4, model=None):
     ax.text(12.75, 8.1, f"x {depth} multi-scale layers", ha="center", fontsize=8)
     _arrow(ax, 14.0, 6.25, 14.0, 2.35, color=ATTN)  # the small class token visits the large branch
     _arrow(ax, 14.3, 2.35, 14.3, 6.25, color=ATTN)  # and the large one the small branch
-    ax.text(14.55, 4.3, "class tokens swap:\n1 query x (1 + N) keys\nof the other branch,\nlinear in N",
+    ax.text(14.55, 4.3, "each class token\nattends to the other\nbranch: 1 query x\n(1 + N) keys, linear in N",
             fontsize=7, color=ATTN, va="center")
     _box(ax, 17.4, 3.8, 3.2, 1.2, "each class token's\nhead; logits summed", "#74c476", fontsize=7)
     fig.tight_layout()

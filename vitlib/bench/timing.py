@@ -15,6 +15,7 @@ import contextlib
 import copy
 import logging
 import statistics
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
@@ -133,6 +134,7 @@ def time_function(
     label: str = "",
     batch: int | None = None,
     min_calls: int = MIN_CALLS,
+    long_call: bool | None = None,
 ) -> Timing:
     """Time ``fn()`` with :class:`torch.utils.benchmark.Timer` after ``warmup`` calls.
 
@@ -141,18 +143,39 @@ def time_function(
     per-call time of each block is returned. When a call is so long that fewer than ``min_calls``
     blocks fit, single calls are timed until there are ``min_calls`` figures, so that a median
     and a spread always rest on several measurements. CUDA work is synchronised inside each call.
+
+    A *long* call, one that alone lasts ``min_run_time`` or more, is timed call by call from the
+    start: ``blocked_autorange`` would first spend a whole untimed call sizing its blocks. Whether
+    the call is long is read from the last warm-up call, or given as ``long_call`` (what
+    :func:`time_interleaved` does after its first round).
     """
     if min_calls < 1:
         raise ValueError(f"min_calls must be at least 1; received {min_calls}")
     threads = num_threads or default_threads()
     run = _synchronised(fn, device)
-    for _ in range(warmup):
-        run()
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
-    times = list(timer.blocked_autorange(min_run_time=min_run_time).times)
+    for i in range(warmup):
+        if i == warmup - 1 and long_call is None:  # the last warm-up call tells a long call
+            long_call = _one_call(run, threads) >= min_run_time
+        else:
+            run()
+    times = [] if long_call else list(timer.blocked_autorange(min_run_time=min_run_time).times)
     while len(times) < min_calls:
-        times.extend(timer.timeit(number=1).times)
+        times.append(_one_call(run, threads))
     return Timing(times=times, threads=threads, label=label, batch=batch)
+
+
+def _one_call(run: Callable[[], object], threads: int) -> float:
+    """Seconds one ``run()`` takes on ``threads`` threads. (``Timer.timeit(number=1)`` would first
+    make two untimed calls of its own, three times the work of a long call.)"""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        start = time.perf_counter()
+        run()
+        return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(before)
 
 
 def time_interleaved(
@@ -169,7 +192,9 @@ def time_interleaved(
     """Time every ``fns[key]()`` in turn, for ``rounds`` rounds, and return each key's per-call
     times (at least ``min_calls`` of them, spread over the rounds). Interleaving means a slow
     spell of a shared machine hits every candidate alike. ``warmup`` calls precede each
-    candidate's first timing; ``progress`` is a progress-bar title."""
+    candidate's first timing, and one call each later timing, except for a long call (one that
+    lasts ``min_run_time`` or more, see :func:`time_function`), which is timed straight away in
+    later rounds; ``progress`` is a progress-bar title."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1; received {rounds}")
     per_round = -(-min_calls // rounds)  # ceil: every round adds its share of the minimum
@@ -179,9 +204,13 @@ def time_interleaved(
         from ..progress import progress as tqdm  # none while the book builds
 
         steps = tqdm(list(steps), desc=progress, leave=False)
+    long: dict = {}  # key -> whether its calls last min_run_time or more, from its first round
     for r, key in steps:
+        is_long = long.get(key)
         t = time_function(fns[key], num_threads=num_threads, min_run_time=min_run_time,
-                          warmup=warmup if r == 0 else 1, device=device, min_calls=per_round)
+                          warmup=warmup if r == 0 else 0 if is_long else 1, device=device,
+                          min_calls=per_round, long_call=is_long)
+        long[key] = statistics.median(t.times) >= min_run_time
         times[key].extend(t.times)
     return times
 

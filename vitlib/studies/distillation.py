@@ -219,7 +219,8 @@ def relative_accuracy(results, condition: str, teacher_accuracy: float) -> Measu
     half = 200 * math.sqrt(a * (1 - a) / (n * len(accs))) / teacher_accuracy
     value = 100 * a / teacher_accuracy
     return Measured(value, value - half, value + half, len(accs), "%",
-                    f"±{half:.1f} points: 2 binomial standard errors, {n} test images, {len(accs)} seed(s)")
+                    f"±{half:.1f} points: 2 binomial standard errors, {n} test images, "
+                    f"{len(accs)} seed{'s' if len(accs) != 1 else ''}")
 
 
 def against(measured: Mapping[str, Measured], threshold: float, unit: str = "") -> str:

@@ -103,7 +103,8 @@ def knob_sweep(model_cls, base: Mapping, knobs: Mapping[str, Sequence[Mapping]],
     Returns a DataFrame with ``knob``, ``value`` (the knob's value in that setting), ``params``,
     ``gflops``, ``median_ms``, the same three divided by the base's (``params_x``,
     ``gflops_x``, ``time_x``), the spread of ``time_x`` (``time_x_low``, ``time_x_high``, from
-    the interquartile ranges of both sides) and ``is_base``. The base's measurement comes first, with knob
+    the interquartile ranges of both sides), ``calls`` (timed calls of the side with fewer) and
+    ``is_base``. The base's measurement comes first, with knob
     ``"base"``, and is repeated once under every knob at the base's value of that knob, so that
     each knob's rows draw a whole curve."""
     import pandas as pd
@@ -125,6 +126,7 @@ def knob_sweep(model_cls, base: Mapping, knobs: Mapping[str, Sequence[Mapping]],
     spread = [Measured.ratio(t, times[0]) for t in times]  # this setting's time over the base's
     out["time_x_low"] = [m.low for m in spread]
     out["time_x_high"] = [m.high for m in spread]
+    out["calls"] = [m.n for m in spread]  # timed calls of the smaller side
     out["is_base"] = [k == "base" for k, _ in labels]
     repeats = [{**out.iloc[0].to_dict(), "knob": knob, "value": base[knob]} for knob in knobs if knob in base]
     out = pd.concat([out, pd.DataFrame(repeats)], ignore_index=True)

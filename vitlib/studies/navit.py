@@ -32,27 +32,10 @@ from ..models.na_vit import (
 )
 from ..train import RECIPES
 
-__all__ = [
-    "NAVIT_SIZES",
-    "NAVIT_CONFIG",
-    "NAVIT_FORWARD",
-    "navit_workload",
-    "pad_images",
-    "resize_images",
-    "mean_token_size",
-    "batch_layouts",
-    "navit_token_counts",
-    "expected_tokens",
-    "packing_padding",
-    "navit_train_comparison",
-    "random_packing",
-    "qk_norm_sharpness",
-    "token_dropout_sweep",
-    "throughput_table",
-    "train_dropout_seeds",
-    "wall_speedup",
-    "navit_suite",
-]
+__all__ = ["NAVIT_SIZES", "NAVIT_CONFIG", "NAVIT_FORWARD", "navit_workload", "pad_images", "resize_images",
+           "mean_token_size", "batch_layouts", "navit_token_counts", "expected_tokens", "packing_padding",
+           "navit_train_comparison", "random_packing", "qk_norm_sharpness", "token_dropout_sweep",
+           "throughput_table", "train_dropout_seeds", "wall_speedup", "navit_suite"]
 
 #: Image sizes (height, width) of the NaViT workload: squares and both orientations, 64 to 224 pixels.
 NAVIT_SIZES = ((64, 64), (96, 160), (128, 128), (160, 96), (224, 160), (224, 224))
@@ -454,7 +437,7 @@ def train_dropout_seeds(recipe: Mapping, token_dropout_prob: Iterable[float], se
                          "accuracy": float(frame["test_acc"].iloc[-1]), "wall_s": wall,
                          "train_s": float((len(data.train) / frame["images_per_s"]).sum()), "order": place})
     table = pd.DataFrame(rows)
-    table.attrs.update(test_size=len(data.test), seeds=list(seeds), histories=histories)
+    table.attrs.update(test_size=len(data.test), train_size=len(data.train), seeds=list(seeds), histories=histories)
     return table
 
 
@@ -462,13 +445,20 @@ def wall_speedup(runs, other: str, base: str, column: str = "wall_s"):
     """How much faster whole runs of condition ``other`` were than ``base`` (a
     :func:`train_dropout_seeds` table): the ratio ``base / other`` of ``column`` per seed (the two
     runs of a seed ran side by side), as a :class:`~vitlib.claims.Measured` whose value is the
-    median over seeds and whose spread is the lowest to the highest seed's ratio."""
+    median over seeds and whose spread is the lowest to the highest seed's ratio. With
+    ``column="epochs"``, the training time of every epoch of every seed instead (from the runs'
+    histories), ratio of the medians with its interquartile spread (:meth:`Measured.ratio`)."""
     from ..claims import Measured
 
-    by = runs.set_index(["condition", "seed"])[column]
     for name in (base, other):
         if name not in set(runs["condition"]):
             raise ValueError(f"no condition {name!r} in the runs; they have {sorted(set(runs['condition']))}")
+    if column == "epochs":
+        rate = dict(zip(runs["condition"], runs["token_dropout_prob"]))
+        epochs = {name: [runs.attrs["train_size"] / v for (r, _), h in runs.attrs["histories"].items()
+                         if r == rate[name] for v in h["images_per_s"]] for name in (base, other)}
+        return Measured.ratio(epochs[base], epochs[other])
+    by = runs.set_index(["condition", "seed"])[column]
     seeds = sorted(set(runs["seed"]))
     ratios = [by[(base, s)] / by[(other, s)] for s in seeds]
     return Measured(statistics.median(ratios), min(ratios), max(ratios), len(ratios), "x",

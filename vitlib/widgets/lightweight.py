@@ -1,6 +1,7 @@
 """Chapter 2's widgets: a model's size, cost and speed against a base model's."""
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -13,15 +14,22 @@ def plot_against_base(ax, table, title: str = "") -> None:
     """Bars of the variant's parameters, GFLOPs and latency as multiples of the base's, from one
     :func:`~vitlib.studies.lightweight.compare_configs` table (the latency ratio comes from the
     same interleaved rounds)."""
+    from ..claims import Measured
+
     base, variant = table.loc["base"], table.loc["variant"]
-    keys = [("params", "parameters"), ("gflops", "FLOPs"), ("median_ms", "latency (measured)")]
-    ratios = [variant[k] / base[k] for k, _ in keys]
+    times = table.attrs["times"]
+    latency = Measured.ratio(times["variant"], times["base"])  # variant's time over the base's
+    keys = [("params", "parameters"), ("gflops", "FLOPs"),
+            ("median_ms", f"latency (measured,\nIQR, {latency.n} calls)")]
+    ratios = [variant["params"] / base["params"], variant["gflops"] / base["gflops"], latency.value]
     ax.bar([label for _, label in keys], ratios, color=["#74c476", "#fd8d3c", "#08519c"])
+    ax.errorbar([2], [latency.value], yerr=[[latency.value - latency.low], [latency.high - latency.value]],
+                fmt="none", ecolor="black", capsize=4)
     ax.axhline(1.0, color="grey", lw=0.8)
     for i, r in enumerate(ratios):
-        ax.text(i, r, f"{r:.2f}x", ha="center", va="bottom")
+        ax.text(i + 0.08, r, f"{r:.2f}x", ha="left" if i == 2 else "center", va="bottom")
     ax.set_ylabel("multiple of the base model")
-    ax.set_ylim(0, max(ratios + [1.0]) * 1.25)
+    ax.set_ylim(0, max(ratios + [latency.high, 1.0]) * 1.25)
     ax.set_title(title)
 
 
@@ -83,12 +91,14 @@ def plot_posemb_similarity(grid: int = 8, dim: int = 64, points=((0, 0), (3, 4),
 
     pe = posemb_sincos_2d(grid, grid, dim)
     pe = pe / pe.norm(dim=1, keepdim=True)
-    fig, axes = plt.subplots(1, len(points), figsize=(2.6 * len(points), 2.8))
-    for ax, (r, c) in zip(axes, points):
+    for r, c in points:
         if not (0 <= r < grid and 0 <= c < grid):
             raise ValueError(f"points must lie on the {grid}x{grid} grid; received ({r}, {c})")
-        sim = (pe @ pe[r * grid + c]).view(grid, grid)
-        im = ax.imshow(sim, cmap="viridis", vmin=-1, vmax=1)
+    sims = [(pe @ pe[r * grid + c]).view(grid, grid) for r, c in points]
+    low = math.floor(10 * min(float(sim.min()) for sim in sims)) / 10  # the colours span the values
+    fig, axes = plt.subplots(1, len(points), figsize=(2.6 * len(points), 2.8))
+    for ax, (r, c), sim in zip(axes, points, sims):
+        im = ax.imshow(sim, cmap="viridis", vmin=low, vmax=1)
         ax.plot(c, r, "r+", ms=12)
         ax.set_title(f"patch (row {r}, column {c})", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
@@ -114,13 +124,14 @@ def plot_knobs(sweep, title: str = ""):
         err = [rows["time_x"] - rows["time_x_low"], rows["time_x_high"] - rows["time_x"]]
         ax.errorbar(xs, rows["time_x"], yerr=err, fmt="^-", capsize=2, label="latency (measured, IQR)")
         ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(v) for v in xs])
+        ax.set_xticks(xs, [f"{v:g}" for v in xs])
         ax.minorticks_off()
         ax.axhline(1, color="grey", lw=0.5)
         if knob in base:
             ax.axvline(base[knob], color="grey", lw=0.5, ls=":")
         ax.set_yscale("log", base=2)
-        ax.set_xlabel("heads (width fixed)" if knob == "heads" else knob.replace("_", " "))
+        ax.set_xlabel({"heads": "heads (width fixed)", "dim": "width (MLP scaled with it)"}.get(
+            knob, knob.replace("_", " ")))
     axes[0].set_ylabel("multiple of the base")
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle(title, fontsize=10)
@@ -133,14 +144,17 @@ def plot_seed_curves(ax, results, title: str = "") -> None:
     :func:`~vitlib.studies.lightweight.train_seeds` table: the mean over seeds as a line, the
     range over seeds shaded."""
     import numpy as np
+    from matplotlib.ticker import MaxNLocator
 
     histories = results.attrs["histories"]
     for name in dict.fromkeys(results["condition"]):
         curves = [h for (n, _), h in histories.items() if n == name]
         epochs = curves[0]["epoch"].to_numpy()
         acc = np.stack([h["test_acc"].to_numpy() for h in curves])
-        line, = ax.plot(epochs, acc.mean(0), label=f"{name} ({len(curves)} seeds)")
+        seeds = f"{len(curves)} seed" + ("s" if len(curves) != 1 else "")
+        line, = ax.plot(epochs, acc.mean(0), label=f"{name} ({seeds})")
         ax.fill_between(epochs, acc.min(0), acc.max(0), color=line.get_color(), alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
     ax.set_xlabel("epoch")
     ax.set_ylabel("test accuracy")
     ax.legend()
@@ -162,7 +176,7 @@ def knob_chart(sweep):
     frames = {}
     for knob in knobs:
         rows = sweep[sweep["knob"] == knob].sort_values("value")
-        xs = [str(v) for v in rows["value"]]
+        xs = [f"{v:g}" for v in rows["value"]]
         frames[knob] = [go.Scatter(x=xs, y=list(rows[col]), mode="lines+markers", name=label,
                                    line=dict(dash=dash), hovertemplate="%{y:.2f}x<extra>" + label + "</extra>")
                         for col, label, dash in (("params_x", "parameters", "solid"), ("gflops_x", "FLOPs", "dash"))]

@@ -16,11 +16,51 @@ def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
     probs = sweep["token_dropout_prob"].to_numpy(dtype=float)
     fine = np.linspace(0, probs.max(), 50)
     ax.plot(fine, 1 / (1 - fine), ":", color="grey", label="tokens kept: 1 / (1 - p)")
-    ax.plot(probs, sweep["speedup"], "o-", color="#08519c", label="training step (measured)")
+    speed = _step_speedups(sweep)
+    ax.errorbar(probs, [m.value for m in speed], fmt="o-", color="#08519c", capsize=3,
+                yerr=[[m.value - m.low for m in speed], [m.high - m.value for m in speed]],
+                label="training step (measured, IQR)")
     ax.set_xlabel("token_dropout_prob")
     ax.set_ylabel("speed-up over p = 0")
     ax.legend()
     ax.set_title(title)
+
+
+def _step_speedups(sweep) -> list:
+    """Each rate's step speed-up over the first rate of a token-dropout sweep, with its spread."""
+    from ..claims import Measured
+
+    times = sweep.attrs["times"]
+    base = times[sweep["token_dropout_prob"].iloc[0]]
+    return [Measured.ratio(base, times[p]) for p in sweep["token_dropout_prob"]]
+
+
+def dropout_chart(sweep):
+    """:func:`plot_dropout_sweep`'s measurements for the HTML book: a slider over the token-dropout
+    rates of a :func:`vitlib.studies.navit.token_dropout_sweep` table (measured when the page was
+    built), each showing the tokens a step keeps and its measured time as shares of rate 0's, with
+    the time's interquartile spread, without a kernel (:func:`vitlib.viz.static_chart`)."""
+    import plotly.graph_objects as go
+
+    from ..viz import static_chart
+
+    if len(sweep) < 2:
+        raise ValueError("dropout_chart needs a sweep of at least two rates; received "
+                         f"{list(sweep['token_dropout_prob'])}")
+    tokens = sweep["tokens"].to_numpy(dtype=float) / float(sweep["tokens"].iloc[0])
+    frames = {}
+    for k, (p, m) in enumerate(zip(sweep["token_dropout_prob"], _step_speedups(sweep))):
+        time, low, high = 1 / m.value, 1 / m.high, 1 / m.low  # step time as a share of rate 0's
+        frames[f"{p:g}"] = [go.Bar(
+            x=["tokens per step", "step time (measured)"], y=[tokens[k], time],
+            marker_color=["#74c476", "#08519c"], text=[f"{tokens[k]:.0%}", f"{time:.0%}"],
+            textposition="outside", error_y=dict(type="data", symmetric=False, array=[0, high - time],
+                                                 arrayminus=[0, time - low]),
+            hovertemplate="%{y:.0%}<extra></extra>")]
+    return static_chart(frames, slider="token_dropout_prob",
+                        title=lambda _, p: f"NaViT training step at token_dropout_prob {p}, as a share of rate 0",
+                        layout=dict(yaxis=dict(title="share of rate 0", tickformat=".0%", range=[0, 1.35]),
+                                    showlegend=False), height=380)
 
 
 def plot_dropout_runs(axes, runs, title: str = "") -> None:
