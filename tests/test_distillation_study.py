@@ -139,3 +139,17 @@ def test_temperature_alpha_chart_shows_each_temperatures_students_and_teacher():
     at_three = grid[grid["temperature"] == 3.0].sort_values("alpha")
     assert students["y"] == pytest.approx(list(100 * at_three["accuracy"]))
     assert teacher["y"] == pytest.approx(torch.softmax(logits / 3, -1).tolist())
+
+
+def test_relative_accuracy_bounds_count_both_errors_and_the_shared_test_set():
+    import math
+
+    import pandas as pd
+
+    results = pd.DataFrame({"condition": ["soft"] * 3, "seed": [0, 1, 2], "accuracy": [0.9] * 3})
+    results.attrs["test_size"] = 100
+    share = study.relative_accuracy(results, "soft", 0.95)
+    value = 100 * 0.9 / 0.95
+    half = 2 * value * math.sqrt(0.1 / (0.9 * 100) + 0.05 / (0.95 * 100))  # three seeds, one test set
+    assert share.value == pytest.approx(value) and share.high - share.value == pytest.approx(half)
+    assert "3 seeds" in share.how

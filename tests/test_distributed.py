@@ -254,4 +254,7 @@ def test_the_scaling_study_trains_then_times_every_candidate_on_two_processes(tm
     ddp = result["times"]["ddp"][0]
     assert table.iloc[0]["images/s"] == pytest.approx(8 / ddp)
     assert scaling.speedup(result, "one_thread").value == pytest.approx(result["times"]["one_thread"][0] / ddp)
-    assert f"{result['global_batch'] // 2} images" in scaling.explain(result)
+    explained = scaling.explain(result)
+    assert f"{result['global_batch'] // 2} images" in explained
+    # a gradient smaller than DDP's first bucket is all-reduced in one piece, after the backward pass
+    assert result["gradient_bytes"] < scaling.FIRST_BUCKET_BYTES and "nothing overlaps" in explained

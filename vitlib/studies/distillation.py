@@ -211,15 +211,16 @@ def accuracy_difference(results, other: str, base: str = "alone") -> Measured:
 
 def relative_accuracy(results, condition: str, teacher_accuracy: float) -> Measured:
     """The student's accuracy as a percentage of the teacher's (mean over seeds), with about 95%
-    bounds: two binomial standard errors of the student's accuracy on this test set, over the
-    teacher's accuracy."""
+    bounds: two standard errors of the ratio, from the binomial errors of both accuracies on
+    this test set (the seeds share the test set, so they do not divide the student's error)."""
     accs = results.loc[results["condition"] == condition, "accuracy"]
     n = results.attrs["test_size"]
-    a = float(accs.mean())
-    half = 200 * math.sqrt(a * (1 - a) / (n * len(accs))) / teacher_accuracy
-    value = 100 * a / teacher_accuracy
+    a, t = float(accs.mean()), float(teacher_accuracy)
+    value = 100 * a / t
+    relative_var = (1 - a) / (a * n) + (1 - t) / (t * n)  # of a / t, to first order
+    half = 2 * value * math.sqrt(relative_var)
     return Measured(value, value - half, value + half, len(accs), "%",
-                    f"±{half:.1f} points: 2 binomial standard errors, {n} test images, "
+                    f"±{half:.1f} points: 2 standard errors of the ratio, {n} test images, "
                     f"{len(accs)} seed{'s' if len(accs) != 1 else ''}")
 
 

@@ -255,6 +255,11 @@ def _median(result: dict, key: str) -> float:
     return statistics.median(result["times"][key])
 
 
+#: DDP's first gradient bucket (``torch.distributed._DEFAULT_FIRST_BUCKET_BYTES``): gradients that fit in it
+#: are all-reduced in one piece, after the backward pass.
+FIRST_BUCKET_BYTES = getattr(torch.distributed, "_DEFAULT_FIRST_BUCKET_BYTES", 2**20)
+
+
 def explain(result: dict) -> str:
     """Markdown: what the processes bought, and where the rest of a linear speed-up went, in the
     figures of ``result`` (every number in it was measured in that run)."""
@@ -263,9 +268,11 @@ def explain(result: dict) -> str:
     base = _median(result, one_device(result))
     one, compute, ddp, exchange = (_median(result, k) for k in ("one", "compute", "ddp", "exchange"))
     slowest = statistics.median(max(r) for r in zip(*result["compute_per_process"]))
-    text = [f"{n} processes trained **{base / ddp:.2f}x** as many images per second as one process on one "
-            f"{device}" + (f", and **{one / ddp:.2f}x** as many as one process with all {result['cores']} cores"
-                           if cpu else "")
+    all_cores = speedup(result, baseline="one")
+    against_all = (f", and **{all_cores}** as many as one process with all {result['cores']} cores"
+                   + (" (no measurable difference)" if all_cores.low <= 1 <= all_cores.high else ""))
+    text = [f"{n} processes trained **{speedup(result)}** as many images per second as one process on one "
+            f"{device}" + (against_all if cpu else "")
             + f"; linear would be {n}x. " + ("Where the rest went:\n" if base / ddp < 0.9 * n else "Where it went:\n")]
     shrink = base / compute
     text.append(
@@ -279,12 +286,16 @@ def explain(result: dict) -> str:
                                                "its cores with anything else running on it)." if cpu else ".")
            if shrink < 0.9 * n else "."))
     waited = ddp - slowest
+    one_bucket = result["gradient_bytes"] <= FIRST_BUCKET_BYTES
     text.append(
-        f"- **Communication adds {communication_share(result):.0%} of a step.** A DDP step took {ddp * 1e3:.1f} ms "
-        f"against {compute * 1e3:.1f} ms without the all-reduce; the all-reduce of the "
+        f"- **Communication adds about {communication_share(result):.0%} of a step** (medians). A DDP step took "
+        f"{ddp * 1e3:.1f} ms against {compute * 1e3:.1f} ms without the all-reduce; the all-reduce of the "
         f"{result['gradient_bytes'] / 1e6:.2f} MB of gradients alone took {exchange * 1e3:.1f} ms "
-        f"({result['backend']}{', over loopback TCP' if result['backend'] == 'gloo' else ''}), part of it hidden "
-        "behind the backward pass." + (
+        f"({result['backend']}{', over loopback TCP' if result['backend'] == 'gloo' else ''}). "
+        + (f"The gradients fit in DDP's first bucket ({FIRST_BUCKET_BYTES / 2**20:.0f} MiB), so their all-reduce "
+           "starts only when the backward pass has ended: nothing overlaps." if one_bucket else
+           "DDP all-reduces each bucket of gradients as soon as the backward pass has filled it, so part of the "
+           "exchange can overlap the rest of the backward pass.") + (
             f" The step took {waited * 1e3:.1f} ms longer than the slower process's compute, more than the "
             "all-reduce itself: the processes wait for each other at every all-reduce, and DDP copies the "
             "gradients into buckets and back." if waited > 2 * exchange else ""))
