@@ -101,6 +101,8 @@ def test_all_of_needs_every_part_to_hold():
     assert all_of({"speed": "holds only when batch 64", "accuracy": holds}).startswith("inconclusive")
     # a part that cannot be tested here leaves the verdict to the others, and says so
     untested = "not testable here: ImageNet"
+    assert all_of({"top-1": "not testable here (ImageNet)"}).endswith("- top-1: not testable here (ImageNet)")
+    assert all_of({"a": "not testable here: (x) or (y)"}).endswith("- a: not testable here ((x) or (y))")
     assert all_of({"speed": holds, "top-1": untested}).startswith("holds only when judged on speed\n")
     assert all_of({"speed": fails, "top-1": untested}).startswith("does not hold\n")
     assert all_of({"speed": unsure, "top-1": untested}).startswith("inconclusive on this machine\n")

@@ -192,8 +192,20 @@ def all_of(parts: Mapping[str, str]) -> str:
             head = "inconclusive"
         if head == "holds only when" or head.startswith("does not hold") and rest.startswith("for "):
             head, rest = f"{head} {rest}", ""  # the conditions belong to the verdict itself
+        if _bracketed(rest):
+            rest = rest[1:-1]  # already in brackets
         lines.append(f"{name}: {head}" + (f" ({rest})" if rest else ""))
     return text + "\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def _bracketed(text: str) -> bool:
+    """Whether ``text`` is one bracketed group: ``"(a (b) c)"`` is, ``"(a) and (b)"`` is not."""
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0:
+            return i == len(text) - 1 and i > 0
+    return False
 
 
 def seed_difference(results, other: str, base: str) -> Measured:

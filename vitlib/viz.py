@@ -244,8 +244,8 @@ def table(df, columns: Mapping[str, tuple[str, str]] | None = None, *, index: st
     styler = styler.set_properties(subset=numeric, **{"text-align": "right"})
     styler = styler.set_properties(subset=text, **{"text-align": "left"})
     styler = styler.set_table_styles([
-        {"selector": "th", "props": "padding: 3px 10px; text-align: right; white-space: nowrap;"},
-        {"selector": "td", "props": "padding: 3px 10px;"},
+        {"selector": "th", "props": "padding: 3px 8px; text-align: right; vertical-align: bottom;"},
+        {"selector": "td", "props": "padding: 3px 8px;"},
         {"selector": "th.row_heading", "props": "text-align: left;"},
     ])
     if isinstance(df.index, pd.RangeIndex) and index is None:
