@@ -126,3 +126,18 @@ def test_seed_difference_pairs_seeds():
     assert d.low < 10.0 < d.high
     with pytest.raises(ValueError, match="no condition 'c'"):
         seed_difference(results, "c", "a")
+
+
+def test_epoch_speedup_reads_every_epoch_of_every_seed():
+    import pandas as pd
+
+    from vitlib.claims import epoch_speedup
+
+    results = pd.DataFrame({"condition": ["base", "fast"], "seed": [0, 0]})
+    results.attrs["histories"] = {
+        **{("base", s): pd.DataFrame({"train_s": [1.0, 2.0]}) for s in range(3)},
+        **{("fast", s): pd.DataFrame({"train_s": [0.5, 1.0]}) for s in range(3)}}
+    m = epoch_speedup(results, "fast", "base")
+    assert m.n == 6 and m.value == pytest.approx(2.0)  # epochs of 1 and 2 s against 0.5 and 1 s
+    with pytest.raises(ValueError, match="no condition 'slow'"):
+        epoch_speedup(results, "slow", "base")

@@ -86,6 +86,12 @@ def test_preset_names_are_case_insensitive_and_overridable():
     assert presets.names("levit") == ["LeViT-128S", "LeViT-128", "LeViT-192", "LeViT-256", "LeViT-384"]
     with pytest.raises(ValueError, match=r"no preset named 'ViT-Q/16'; expected one of \['ViT-Ti/16'"):
         presets.get("ViT-Q/16")
+    # a branch's size given replaces the preset's scale for it; given both, the model refuses
+    assert "lg_image_scale" in presets.config("CrossViT-S")
+    assert "lg_image_scale" not in presets.config("CrossViT-S", lg_image_size=240)
+    assert presets.build_meta("CrossViT-S", lg_image_size=240).lg_image_size == (240, 240)
+    with pytest.raises(ValueError, match="give lg_image_size or lg_image_scale, not both"):
+        presets.build_meta("CrossViT-S", lg_image_size=240, lg_image_scale=0.5)
 
 
 def test_vit_b_16_has_the_papers_size():

@@ -143,13 +143,14 @@ def test_equal_flops_depth_is_the_closest_of_every_depth():
 
 
 def test_train_conditions_gives_what_seed_difference_reads():
-    from vitlib.train import RECIPES
+    from vitlib.train import RECIPES, train_conditions
 
     recipes, data = RECIPES["quick"], _digits()
     vit = {**recipes["cross_vit"], "model": {**recipes["simple_vit"]["model"], "name": "vit", "depth": 1}}
-    runs = cv.train_conditions({"CrossViT": recipes["cross_vit"], "ViT": vit}, seeds=[0, 1], data=data,
-                               epochs=1, batch_size=32)
-    assert list(runs.columns) == ["condition", "seed", "accuracy", "wall_s", "images_per_s"]
+    runs = train_conditions({"CrossViT": recipes["cross_vit"], "ViT": vit}, seeds=[0, 1], data=data,
+                            epochs=1, batch_size=32)
+    assert list(runs.columns) == ["condition", "seed", "accuracy", "wall_s", "train_s", "images_per_s", "order"]
+    assert (runs["wall_s"] > runs["train_s"]).all() and list(runs["order"]) == [0, 1, 0, 1]  # not rotated
     assert runs["condition"].tolist() == ["CrossViT", "ViT", "CrossViT", "ViT"]
     assert runs.attrs["test_size"] == 32 and set(runs.attrs["histories"]) == {(c, s) for c in ("CrossViT", "ViT")
                                                                                 for s in (0, 1)}
@@ -157,7 +158,7 @@ def test_train_conditions_gives_what_seed_difference_reads():
     diff = seed_difference(runs, "CrossViT", "ViT")
     assert diff.n == 2 and diff.low < diff.value < diff.high
     with pytest.raises(ValueError, match="at least one seed"):
-        cv.train_conditions({"ViT": vit}, seeds=[], data=data)
+        train_conditions({"ViT": vit}, seeds=[], data=data)
 
 
 def test_the_explorers_settings_all_build():

@@ -158,13 +158,6 @@ def test_wall_speedup_pairs_runs_by_seed():
     assert (m.value, m.low, m.high, m.n) == (2.0, 1.0, 2.0, 3)  # per-seed ratios 2, 2, 1
     with pytest.raises(ValueError, match="no condition 'rate 0.5'"):
         study.wall_speedup(runs, "rate 0.5", "rate 0")
-    # per epoch: every epoch of every seed, training time = training images / images per second
-    runs["token_dropout_prob"] = [0.0] * 3 + [0.3] * 3
-    runs.attrs.update(train_size=100, histories={
-        (0.0, s): pd.DataFrame({"images_per_s": [100.0, 50.0]}) for s in range(3)} | {
-        (0.3, s): pd.DataFrame({"images_per_s": [200.0, 100.0]}) for s in range(3)})
-    m = study.wall_speedup(runs, "rate 0.3", "rate 0", column="epochs")
-    assert m.n == 6 and m.value == pytest.approx(2.0)  # epochs of 1 and 2 s against 0.5 and 1 s
 
 
 def test_token_counts_and_expected_tokens_follow_navits_rounding():

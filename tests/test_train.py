@@ -47,6 +47,7 @@ def test_fit_learns_and_records_history(data):
     history = fit(model, data.train, data.test, epochs=3, lr=3e-3, progress=False)
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "wall_s", "images_per_s"} <= set(history[-1])
+    assert all(0 < r["train_s"] <= r["epoch_s"] for r in history)  # training alone, without evaluating
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history.final["test_acc"] > max(0.3, before + 0.2)  # chance is 0.1
     assert list(history.frame().columns)[:2] == ["epoch", "train_loss"]

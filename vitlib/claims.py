@@ -16,7 +16,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-__all__ = ["CLAIMS", "VERDICTS", "Measured", "all_of", "seed_difference", "verdict", "verdict_table"]
+__all__ = ["CLAIMS", "VERDICTS", "Measured", "all_of", "epoch_speedup", "seed_difference", "verdict",
+           "verdict_table"]
 
 CLAIMS: dict[str, str] = {
     "C1": "SimpleViT (2-D sin-cos positions, mean pooling, no dropout) trains ~30% faster than ViT on "
@@ -219,6 +220,21 @@ def seed_difference(results, other: str, base: str) -> Measured:
             raise ValueError(f"no condition {name!r} in the results; they have {sorted(set(results['condition']))}")
     return Measured.difference([by[(base, s)] for s in seeds], [by[(other, s)] for s in seeds],
                                results.attrs["test_size"])
+
+
+def epoch_speedup(results, other: str, base: str) -> Measured:
+    """How much faster condition ``other`` trained than ``base``, from the training time of every
+    epoch of every seed (the ``train_s`` of each history in ``results.attrs["histories"]``, keyed
+    ``(condition, seed)``, as :func:`vitlib.train.train_conditions` returns them): the ratio of
+    the medians, with its interquartile spread (:meth:`Measured.ratio`)."""
+    histories = results.attrs["histories"]
+    epochs = {name: [float(t) for (c, _), h in histories.items() if c == name for t in h["train_s"]]
+              for name in (base, other)}
+    for name, times in epochs.items():
+        if not times:
+            raise ValueError(f"no condition {name!r} in the results; they have "
+                             f"{sorted({c for c, _ in histories})}")
+    return Measured.ratio(epochs[base], epochs[other])
 
 
 def verdict_table(rows: list[dict], *, chapter: str | None = None, setup=None):

@@ -133,7 +133,8 @@ def scaling_sweep(
 
     Returns a DataFrame with the setting's keys, ``tokens`` (the sequence the first attention
     sees, :func:`~vitlib.bench.sequence_length`), ``params``, the FLOP components, ``gflops`` and
-    ``median_ms`` (per batch of ``batch``); ``attrs["times"]`` holds each row's per-call times
+    ``median_ms``, ``iqr_ms`` (per batch of ``batch``) and ``calls`` (timed calls); ``attrs["times"]``
+    holds each row's per-call times
     (seconds), for ratios with their spread (:meth:`vitlib.claims.Measured.ratio`)."""
     import pandas as pd
 
@@ -149,8 +150,10 @@ def scaling_sweep(
     rows = []
     for i, (s, model, x, _) in enumerate(runs):
         split = flops_by_component(model, x[:1])
+        t = Timing(times[i], 0)
         rows.append({**s, "tokens": sequence_length(model, x[:1]), "params": count_parameters(model), **split,
-                     "gflops": sum(split.values()) / 1e9, "median_ms": statistics.median(times[i]) * 1e3})
+                     "gflops": sum(split.values()) / 1e9, "median_ms": t.median * 1e3, "iqr_ms": t.iqr * 1e3,
+                     "calls": len(t.times)})
     df = pd.DataFrame(rows)
     df.attrs["times"] = [list(times[i]) for i in range(len(runs))]  # per-call seconds, by row
     return df

@@ -258,3 +258,14 @@ def _part_fn(module: nn.Module, args: tuple) -> Callable[[], object]:
             return module(*args)
 
     return run
+
+
+def meta_parts(preset: str, **overrides):
+    """:func:`part_table` of the preset ``preset`` (e.g. ``"LeViT-128S"``) with ``overrides`` (e.g.
+    ``image_size=448``), built on the ``meta`` device (:func:`vitlib.models.presets.build_meta`,
+    instant at any size): tokens, attention entries, FLOPs and parameters per part of
+    ``model.parts()``."""
+    from ..models.presets import build_meta
+
+    model = build_meta(preset, **overrides)
+    return part_table(model, model.example_input(1))

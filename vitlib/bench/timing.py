@@ -215,25 +215,37 @@ def time_interleaved(
     return times
 
 
-def inference_fn(model: nn.Module, x, **forward_kwargs) -> Callable[[], object]:
-    """``model(x, **forward_kwargs)`` under inference mode; the caller puts the model in eval mode
-    (:func:`eval_mode`)."""
+def amp(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or no context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def inference_fn(model: nn.Module, x, *, amp_dtype: torch.dtype | None = None,
+                 **forward_kwargs) -> Callable[[], object]:
+    """``model(x, **forward_kwargs)`` under inference mode (and autocast to ``amp_dtype``, if
+    given); the caller puts the model in eval mode (:func:`eval_mode`)."""
+    device = batch_and_device(x)[1]
 
     def run():
-        with torch.inference_mode():
+        with torch.inference_mode(), amp(device, amp_dtype):
             return model(x, **forward_kwargs)
 
     return run
 
 
-def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4,
+def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4, *,
+                  amp_dtype: torch.dtype | None = None, compile_with: str | None = None,
                   **forward_kwargs) -> Callable[[], None]:
     """One optimisation step (forward, cross-entropy, backward, AdamW) on a private copy of ``model``.
 
     ``x`` is a batch tensor, or a list of images for models that take one (NaViT); ``forward_kwargs``
     go to every forward call (NaViT's packing). Without ``y``, random labels are drawn; labels must
-    lie in ``[0, num_classes)``."""
+    lie in ``[0, num_classes)``. ``amp_dtype`` runs the forward pass under autocast to that dtype
+    (the loss in float32); ``compile_with`` names a :func:`torch.compile` backend for the copy."""
     model = copy.deepcopy(model).train()
+    forward = model if compile_with is None else torch.compile(model, backend=compile_with)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     with torch.no_grad():  # in eval mode: batch norm cannot normalise a batch of one in training mode
         num_classes = model.eval()(x[:1], **forward_kwargs).shape[-1]
@@ -244,9 +256,13 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
         raise ValueError(f"labels must be {len(x)} class indices in [0, {num_classes}) (the model's "
                          f"num_classes); received {len(y)} labels in [{int(y.min())}, {int(y.max())}]")
 
+    device = batch_and_device(x)[1]
+
     def run():
         opt.zero_grad(set_to_none=True)
-        sum(F.cross_entropy(o, y) for o in outputs(model(x, **forward_kwargs))).backward()
+        with amp(device, amp_dtype):
+            out = outputs(forward(x, **forward_kwargs))
+        sum(F.cross_entropy(o.float(), y) for o in out).backward()
         opt.step()
 
     return run

@@ -54,8 +54,12 @@ from torch import nn
 from ..layers import Attention, PatchEmbedding, Transformer, patchify
 from .base import VisionModel, check_positive, check_probability, model_config
 from .packing import (  # noqa: F401  (re-exported: NaViT's packing API)
+    TOKEN_DROPOUT_ROUNDINGS,
     PackPlan,
     _shuffle_within,
+    check_token_dropout_rounding,
+    expected_kept_tokens,
+    floor_kept_tokens,
     kept_tokens,
     max_kept_tokens,
     pack_greedy,
@@ -84,43 +88,6 @@ __all__ = [
 #: A token-dropout rate: a probability, a function ``(height, width) -> probability`` of an image's
 #: size in pixels, or None (no token dropout).
 DropRate = Union[float, Callable[[int, int], float], None]
-
-#: How token dropout rounds an image's kept share ``tokens * (1 - rate)`` to whole tokens:
-#: ``"stochastic"`` rounds up with probability the fractional part (:func:`kept_tokens`: the nominal
-#: rate in expectation), ``"floor"`` truncates (:func:`floor_kept_tokens`, vit-pytorch's rule).
-TOKEN_DROPOUT_ROUNDINGS = ("stochastic", "floor")
-
-
-# ----- token dropout: rounding rules -------------------------------------------------------------
-
-
-def check_token_dropout_rounding(token_dropout_rounding) -> str:
-    """``token_dropout_rounding`` if it is one of :data:`TOKEN_DROPOUT_ROUNDINGS`, else ValueError."""
-    if not isinstance(token_dropout_rounding, str) or token_dropout_rounding not in TOKEN_DROPOUT_ROUNDINGS:
-        raise ValueError("token_dropout_rounding must be 'stochastic' (round at random: the nominal rate in "
-                         "expectation) or 'floor' (vit-pytorch's max(1, int(tokens * (1 - rate)))); received "
-                         f"{token_dropout_rounding!r}")
-    return token_dropout_rounding
-
-
-def floor_kept_tokens(tokens: int, token_dropout_prob: float) -> int:
-    """Tokens an image of ``tokens`` patches keeps under vit-pytorch's rule at ``token_dropout_prob``:
-    ``max(1, int(tokens * (1 - rate)))``. Truncating drops more than the nominal share: an image of
-    4 tokens at rate 0.3 keeps 2 (a rate of 0.5)."""
-    return max(1, int(tokens * (1.0 - token_dropout_prob)))
-
-
-def expected_kept_tokens(tokens: int, token_dropout_prob: float, rounding: str = "stochastic") -> float:
-    """Tokens an image of ``tokens`` patches keeps on average under token dropout at
-    ``token_dropout_prob``, rounded by ``rounding`` (one of :data:`TOKEN_DROPOUT_ROUNDINGS`).
-
-    Stochastic rounding keeps ``floor(x + u)`` of ``x = tokens * (1 - rate)``, ``x`` on average, and
-    an image with ``x < 1`` always keeps one token: exactly ``max(1, x)``. Truncation keeps
-    :func:`floor_kept_tokens`, every time."""
-    if check_token_dropout_rounding(rounding) == "floor":
-        return float(floor_kept_tokens(tokens, token_dropout_prob))
-    return max(1.0, tokens * (1.0 - token_dropout_prob))
-
 
 # ----- the model ---------------------------------------------------------------------------------
 
@@ -308,7 +275,7 @@ class NaViT(VisionModel):
         if not self.training or self.token_dropout_prob is None:
             return counts
         rates = [self.token_dropout_prob_of(*img.shape[-2:]) for img in images]
-        if check_token_dropout_rounding(self.token_dropout_rounding) == "floor":
+        if check_token_dropout_rounding(self.token_dropout_rounding) == "floor":  # set after __init__ too
             return [floor_kept_tokens(n, rate) for n, rate in zip(counts, rates)]
         draws = torch.rand(len(images)).tolist()  # the host's generator: no wait for the device
         return [kept_tokens(n, rate, u) for n, rate, u in zip(counts, rates, draws)]

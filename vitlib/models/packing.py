@@ -1,7 +1,8 @@
 """How NaViT packs images of many sizes into sequences, planned on the host from shapes alone.
 
 * :func:`kept_tokens`: how many tokens an image keeps under token dropout (the nominal share in
-  expectation, rounded at random);
+  expectation, rounded at random), beside vit-pytorch's truncating rule (:func:`floor_kept_tokens`)
+  and the average count under either (:func:`expected_kept_tokens`);
 * :func:`pack_sequences` (first-fit decreasing with a balancing search) and :func:`pack_greedy`
   (vit-pytorch's in-order filling), pure functions of the images' token counts, and
   :func:`padding_fraction` to compare them;
@@ -19,8 +20,9 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["kept_tokens", "max_kept_tokens", "pack_sequences", "pack_greedy", "padding_fraction", "PackPlan",
-           "pack_plan"]
+__all__ = ["kept_tokens", "max_kept_tokens", "TOKEN_DROPOUT_ROUNDINGS", "check_token_dropout_rounding",
+           "floor_kept_tokens", "expected_kept_tokens", "pack_sequences", "pack_greedy", "padding_fraction",
+           "PackPlan", "pack_plan"]
 
 
 # ----- token dropout: how many tokens an image keeps ----------------------------------------------
@@ -42,6 +44,40 @@ def max_kept_tokens(tokens: int, token_dropout_prob: float) -> int:
     """The most tokens :func:`kept_tokens` can keep: ``ceil(tokens * (1 - rate))``, at least 1 (a
     bound for ``group_max_seq_len``)."""
     return max(1, min(tokens, math.ceil(tokens * (1.0 - token_dropout_prob))))
+
+
+#: How token dropout rounds an image's kept share ``tokens * (1 - rate)`` to whole tokens:
+#: ``"stochastic"`` rounds up with probability the fractional part (:func:`kept_tokens`: the nominal
+#: rate in expectation), ``"floor"`` truncates (:func:`floor_kept_tokens`, vit-pytorch's rule).
+TOKEN_DROPOUT_ROUNDINGS = ("stochastic", "floor")
+
+
+def check_token_dropout_rounding(token_dropout_rounding) -> str:
+    """``token_dropout_rounding`` if it is one of :data:`TOKEN_DROPOUT_ROUNDINGS`, else ValueError."""
+    if not isinstance(token_dropout_rounding, str) or token_dropout_rounding not in TOKEN_DROPOUT_ROUNDINGS:
+        raise ValueError("token_dropout_rounding must be 'stochastic' (round at random: the nominal rate in "
+                         "expectation) or 'floor' (vit-pytorch's max(1, int(tokens * (1 - rate)))); received "
+                         f"{token_dropout_rounding!r}")
+    return token_dropout_rounding
+
+
+def floor_kept_tokens(tokens: int, token_dropout_prob: float) -> int:
+    """Tokens an image of ``tokens`` patches keeps under vit-pytorch's rule at ``token_dropout_prob``:
+    ``max(1, int(tokens * (1 - rate)))``. Truncating drops more than the nominal share: an image of
+    4 tokens at rate 0.3 keeps 2 (a rate of 0.5)."""
+    return max(1, int(tokens * (1.0 - token_dropout_prob)))
+
+
+def expected_kept_tokens(tokens: int, token_dropout_prob: float, rounding: str = "stochastic") -> float:
+    """Tokens an image of ``tokens`` patches keeps on average under token dropout at
+    ``token_dropout_prob``, rounded by ``rounding`` (one of :data:`TOKEN_DROPOUT_ROUNDINGS`).
+
+    Stochastic rounding keeps ``floor(x + u)`` of ``x = tokens * (1 - rate)``, ``x`` on average, and
+    an image with ``x < 1`` always keeps one token: exactly ``max(1, x)``. Truncation keeps
+    :func:`floor_kept_tokens`, every time."""
+    if check_token_dropout_rounding(rounding) == "floor":
+        return float(floor_kept_tokens(tokens, token_dropout_prob))
+    return max(1.0, tokens * (1.0 - token_dropout_prob))
 
 
 # ----- packing (pure functions of the lengths) ---------------------------------------------------

@@ -17,7 +17,7 @@ from torch import nn
 
 from .cross_vit import PAPER_LG_SCALE
 
-__all__ = ["Preset", "PRESETS", "get", "create", "config", "names"]
+__all__ = ["Preset", "PRESETS", "get", "create", "build_meta", "config", "names"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,21 @@ class Preset:
     source: str = ""
 
     def create(self, **overrides) -> nn.Module:
-        """Build the model; ``overrides`` replace keywords of the configuration."""
+        """Build the model; ``overrides`` replace keywords of the configuration (:func:`config`)."""
         from . import MODELS
 
-        return MODELS[self.family](**{**self.config, **overrides})
+        return MODELS[self.family](**_merged(self.config, overrides))
+
+
+def _merged(base: Mapping, overrides: Mapping) -> dict:
+    """``base`` with ``overrides``. A size given for a branch (``lg_image_size=224``) replaces the
+    base's scale for it (``lg_image_scale``), which would otherwise contradict it."""
+    merged = {**base, **overrides}
+    for key, value in overrides.items():
+        scale = key.removesuffix("_image_size") + "_image_scale"
+        if key.endswith("_image_size") and value is not None and scale not in overrides:
+            merged.pop(scale, None)
+    return merged
 
 
 def _vit(dim: int, depth: int, heads: int, patch: int = 16, image: int = 224) -> dict:
@@ -121,13 +132,23 @@ def get(name: str) -> Preset:
 
 
 def config(name: str, **overrides) -> dict:
-    """A copy of the preset's keyword arguments with ``overrides`` applied."""
-    return {**get(name).config, **overrides}
+    """A copy of the preset's keyword arguments with ``overrides`` applied; a branch's size given
+    (``lg_image_size=...``) replaces the preset's scale for that branch."""
+    return _merged(get(name).config, overrides)
 
 
 def create(name: str, **overrides) -> nn.Module:
     """Build the preset ``name`` (e.g. ``"vit-b/16"``), with ``overrides`` replacing keywords."""
     return get(name).create(**overrides)
+
+
+def build_meta(name: str, **overrides) -> nn.Module:
+    """:func:`create` on PyTorch's ``meta`` device, in eval mode: the model's shapes without memory
+    or arithmetic, for counting parameters and FLOPs at any size."""
+    import torch
+
+    with torch.device("meta"):
+        return create(name, **overrides).eval()
 
 
 def names(family: str | None = None) -> list[str]:

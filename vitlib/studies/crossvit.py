@@ -1,7 +1,7 @@
 """Chapter 4's experiments: where a CrossViT's computation goes, against what it is a saving, how
 vitlib's counts compare with the paper's, and CrossViT against a ViT of equal FLOPs.
 
-Everything that counts builds its models on the ``meta`` device (no memory, no arithmetic), so the
+The trained comparison uses :func:`vitlib.train.train_conditions`. Everything that counts builds its models on the ``meta`` device (no memory, no arithmetic), so the
 paper's models at 240 pixels, or at 720, cost nothing to count. A CrossViT built from a preset at
 another ``image_size`` keeps the paper's ratio between its branches
 (:func:`vitlib.models.cross_vit.scaled_size`), so every size here is the paper's layout scaled.
@@ -16,23 +16,13 @@ from torch import nn
 
 from ..bench import count_flops, count_parameters, part_table
 from ..models import presets
+from ..models.presets import build_meta
 from ..models.cross_vit import CrossViT
 
 __all__ = ["build_meta", "branch_table", "attention_sweep", "growth_slopes", "paper_width_excess",
-           "preset_table", "single_scale_configs", "computation_table", "equal_flops_depth",
-           "train_conditions"]
+           "preset_table", "single_scale_configs", "computation_table", "equal_flops_depth"]
 
 BRANCHES = ("small-patch branch", "large-patch branch")
-
-
-def build_meta(preset: str, **overrides) -> nn.Module:
-    """The preset ``preset`` with ``overrides``, built on the ``meta`` device, in eval mode. A
-    branch given its own size (``lg_image_size=...``) drops the preset's scale for that branch."""
-    for branch in ("sm", "lg"):
-        if overrides.get(f"{branch}_image_size") is not None:
-            overrides.setdefault(f"{branch}_image_scale", None)
-    with torch.device("meta"):
-        return presets.create(preset, **overrides).eval()
 
 
 def _sizes(model: CrossViT) -> dict[str, dict]:
@@ -215,33 +205,3 @@ def equal_flops_depth(cross_recipe: Mapping, vit_recipe: Mapping, data) -> tuple
     table.attrs["cross_gflops"] = cross
     depth = int(table.loc[(table["vs_cross"] - 1).abs().idxmin(), "depth"])
     return depth, table
-
-
-def train_conditions(recipes: Mapping[str, Mapping], seeds: Sequence[int], *, data,
-                     device: torch.device | str = "cpu", **fit_overrides):
-    """Train each recipe of ``recipes`` (a condition's name mapped to a full recipe, model
-    included) once per seed, the same data and fit settings for all (``fit_overrides`` replace the
-    recipes' ``fit`` keywords), and return the table :func:`vitlib.claims.seed_difference` reads:
-    ``condition``, ``seed``, ``accuracy`` (final test accuracy), ``wall_s``, ``images_per_s``
-    (median epoch), with ``attrs["test_size"]``, ``attrs["histories"]`` (a History frame per
-    ``(condition, seed)``) and ``attrs["params"]`` (per condition)."""
-    import pandas as pd
-
-    from ..train import train_recipe
-
-    if not seeds:
-        raise ValueError("train_conditions needs at least one seed; received none")
-    rows, histories, params = [], {}, {}
-    for seed in seeds:
-        for name, recipe in recipes.items():
-            model, history, _ = train_recipe(dict(recipe), seed=seed, data=data, device=device, progress=False,
-                                             **fit_overrides)
-            frame = history.frame()
-            histories[(name, seed)] = frame
-            params[name] = count_parameters(model)
-            rows.append({"condition": name, "seed": seed, "accuracy": float(frame["test_acc"].iloc[-1]),
-                         "wall_s": float(frame["wall_s"].iloc[-1]),
-                         "images_per_s": float(frame["images_per_s"].median())})
-    table = pd.DataFrame(rows)
-    table.attrs.update(test_size=len(data.test), histories=histories, seeds=list(seeds), params=params)
-    return table

@@ -15,18 +15,15 @@ compiled rows use dynamo's ``"eager"`` backend, which tests the path, not induct
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import os
 import time
 
 import torch
 import torch._dynamo
-import torch.nn.functional as F
 
 from ..backends import attention_backend, available_attention_backends
-from ..bench import peak_memory, register_suite, time_interleaved
-from ..bench.timing import outputs
+from ..bench import inference_fn, peak_memory, register_suite, time_interleaved, train_step_fn
+from ..bench.timing import amp
 from ..claims import Measured
 from ..layers import Attention
 from ..models import MODELS, presets
@@ -61,10 +58,8 @@ COMPILE_RESERVE_S = 45.0
 PRECISIONS = ("fp32", "bf16")
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+#: Autocast dtype of each precision (None: float32, no autocast).
+AMP = {"fp32": None, "bf16": torch.bfloat16}
 
 
 def _sync(device: torch.device) -> None:
@@ -73,31 +68,17 @@ def _sync(device: torch.device) -> None:
 
 
 def _infer_fn(model, x, device, precision):
-    def run():
-        with torch.inference_mode(), _autocast(device, precision):
-            return model(x)
-    return run
+    return inference_fn(model, x, amp_dtype=AMP[precision])
 
 
 def _train_fn(model, x, device, precision, compile_with: str | None = None):
     """One step (forward under autocast, cross-entropy, backward, AdamW) on a copy of ``model``."""
-    model = copy.deepcopy(model).train()
-    forward = model if compile_with is None else torch.compile(model, backend=compile_with)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    y = torch.randint(0, model.num_classes, (len(x),), device=device)
-
-    def run():
-        opt.zero_grad(set_to_none=True)
-        with _autocast(device, precision):
-            out = outputs(forward(x))
-        sum(F.cross_entropy(o.float(), y) for o in out).backward()
-        opt.step()
-    return run
+    return train_step_fn(model, x, amp_dtype=AMP[precision], compile_with=compile_with)
 
 
 def _attention_fn(layer, x, device, precision, backend, mode):
     def run():
-        with attention_backend(backend), _autocast(device, precision):
+        with attention_backend(backend), amp(device, AMP[precision]):
             if mode == "inference":
                 with torch.inference_mode():
                     return layer(x)

@@ -15,21 +15,15 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..bench import attention_entries, count_flops, count_parameters, part_table
+from ..bench import attention_entries, count_flops, count_parameters, meta_parts, part_table
 from ..models import LeViT, ViT, presets
+from ..models.presets import build_meta
 from ..models.levit import VIT_PYTORCH_STEM_WIDTHS
 
 __all__ = ["STAGES", "affine_deviation", "stem_share", "attention_sweep", "preset_table"]
 
 #: The parts of a three-stage LeViT that hold attention, in order.
 STAGES = ("stage 1", "shrink 1->2", "stage 2", "shrink 2->3", "stage 3")
-
-
-def _meta_parts(preset: str, **overrides):
-    """:func:`vitlib.bench.part_table` of a preset built on the ``meta`` device (shapes only)."""
-    with torch.device("meta"):
-        model = presets.create(preset, **overrides).eval()
-    return part_table(model, model.example_input(1, "meta"))
 
 
 def affine_deviation(stem_activation: bool, preset: str = "LeViT-128S", image_size: int = 64,
@@ -55,10 +49,8 @@ def stem_share(preset: str = "LeViT-128S", image_size: int = 224):
 
     rows = []
     for label, widths in (("paper (vitlib's default)", None), ("vit-pytorch", VIT_PYTORCH_STEM_WIDTHS)):
-        df = _meta_parts(preset, image_size=image_size, **({} if widths is None else {"stem_widths": widths}))
-        with torch.device("meta"):
-            model = presets.create(preset, image_size=image_size,
-                                   **({} if widths is None else {"stem_widths": widths}))
+        model = build_meta(preset, image_size=image_size, **({} if widths is None else {"stem_widths": widths}))
+        df = part_table(model, model.example_input(1))
         rows.append({"stem": label, "widths": ", ".join(str(w) for w in model.stem_widths),
                      "stem_gflops": float(df.loc["stem", "gflops"]), "gflops": float(df["gflops"].sum()),
                      "share": float(df.loc["stem", "gflops"] / df["gflops"].sum())})
@@ -78,7 +70,7 @@ def attention_sweep(sizes: Sequence[int], preset: str = "LeViT-128S", vit_preset
     rows = []
     vit_name = f"{vit_preset} (all layers)"
     for size in sizes:
-        df = _meta_parts(preset, image_size=size)
+        df = meta_parts(preset, image_size=size)
         n = int(df.loc["stem", "tokens"])
         for part in STAGES:
             rows.append({"image": size, "n": n, "part": part, "entries": int(df.loc[part, "attention_entries"])})
@@ -102,13 +94,11 @@ def preset_table(names: Sequence[str] | None = None, extra: Sequence[str] = ("Vi
     rows = []
     for name in [*(names or presets.names("levit")), *extra]:
         p = presets.get(name)
-        with torch.device("meta"):
-            model = presets.create(name).eval()
-            flops = count_flops(model, model.example_input(1, "meta"))
+        model = build_meta(name)
+        flops = count_flops(model, model.example_input(1))
         distill = float("nan")
         if p.family == "levit":  # the paper counts the distillation head beside the classifier
-            with torch.device("meta"):
-                distill = count_parameters(presets.create(name, num_distill_classes=1000)) / 1e6
+            distill = count_parameters(build_meta(name, num_distill_classes=1000)) / 1e6
         rows.append({"model": name, "params_m": count_parameters(model) / 1e6, "params_distill_m": distill,
                      "paper_params_m": p.paper_params_m, "gmacs": flops / 2e9, "paper_gmacs": p.paper_gmacs,
                      "paper_top1": p.paper_top1})

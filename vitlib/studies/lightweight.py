@@ -195,30 +195,14 @@ def one_more_token(dim: int, heads: int, dim_head: int, mlp_dim: int, tokens: in
 def train_seeds(recipe: Mapping, models: Mapping[str, tuple[str, Mapping]], seeds: Sequence[int], *, data,
                 device: torch.device | str = "cpu", **fit_overrides):
     """Train each of ``models`` (a name mapped to ``(family, overrides)``, e.g.
-    ``{"ViT": ("vit", {"dropout": 0.1})}``) with ``recipe`` once per seed, one model after the
-    other, and return a DataFrame with ``condition``, ``seed``, ``accuracy`` (final test
-    accuracy), ``wall_s`` (training and evaluation) and ``images_per_s`` (median epoch).
-    ``attrs`` holds ``test_size`` and the ``histories``;
-    :func:`vitlib.claims.seed_difference` turns it into an accuracy difference."""
-    import pandas as pd
+    ``{"ViT": ("vit", {"dropout": 0.1})}``) with ``recipe``'s sizes and fit once per seed, one
+    model after the other: :func:`vitlib.train.train_conditions`'s table, which
+    :func:`vitlib.claims.seed_difference` turns into an accuracy difference."""
+    from ..train import train_conditions
 
-    from ..train import train_recipe
-
-    if not seeds:
-        raise ValueError("train_seeds needs at least one seed; received none")
-    rows, histories = [], {}
-    for seed in seeds:
-        for name, (family, overrides) in models.items():
-            _, history, _ = train_recipe(dict(recipe), model_name=family, model_overrides=dict(overrides),
-                                         seed=seed, data=data, device=device, **fit_overrides)
-            frame = history.frame()
-            histories[(name, seed)] = frame
-            rows.append({"condition": name, "seed": seed, "accuracy": float(frame["test_acc"].iloc[-1]),
-                         "wall_s": float(frame["wall_s"].iloc[-1]),
-                         "images_per_s": float(frame["images_per_s"].median())})
-    table = pd.DataFrame(rows)
-    table.attrs.update(test_size=len(data.test), histories=histories, seeds=list(seeds))
-    return table
+    recipes = {name: {**recipe, "model": {**recipe["model"], **overrides, "name": family}}
+               for name, (family, overrides) in models.items()}
+    return train_conditions(recipes, seeds, data=data, device=device, **fit_overrides)
 
 
 @register_suite("train")

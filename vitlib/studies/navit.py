@@ -12,13 +12,13 @@ suite runs the timings. Token dropout is ``token_dropout_prob`` everywhere, as i
 from __future__ import annotations
 
 import statistics
-import time
 from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..bench import Timing, default_threads, register_suite, time_interleaved, train_step_fn
+from ..claims import Measured
 from ..layers import pair
 from ..models import NaViT, ViT
 from ..models.na_vit import (
@@ -347,7 +347,8 @@ def token_dropout_sweep(token_dropout_prob: Iterable[float], images: list[torch.
     :func:`navit_train_comparison`, which ``kwargs`` go to). Returns a DataFrame with
     ``token_dropout_prob``, ``tokens`` (kept per step), ``group_max_seq_len``, ``median_ms``,
     ``iqr_ms``, ``runs``, ``images_per_s`` and ``speedup`` (the first probability's time over
-    this one's)."""
+    this one's); ``attrs`` hold each rate's per-call ``times`` and its ``speedups`` over the first
+    rate with their spread (:meth:`~vitlib.claims.Measured.ratio`)."""
     import pandas as pd
 
     rates = _rates(token_dropout_prob)
@@ -362,8 +363,9 @@ def token_dropout_sweep(token_dropout_prob: Iterable[float], images: list[torch.
                      "iqr_ms": t["iqr_s"] * 1e3, "runs": t["runs"], "images_per_s": t["images_per_s"]})
     df = pd.DataFrame(rows)
     df["speedup"] = df["median_ms"].iloc[0] / df["median_ms"]
+    times = {rate: res["times"][f"navit (token dropout {rate:g})"] for rate in rates}
     df.attrs.update(threads=res["threads"], rounds=res["rounds"], images=res["images"], config=res["config"],
-                    times={rate: res["times"][f"navit (token dropout {rate:g})"] for rate in rates})
+                    times=times, speedups={rate: Measured.ratio(times[rates[0]], times[rate]) for rate in rates})
     return df
 
 
@@ -405,60 +407,30 @@ def train_dropout_seeds(recipe: Mapping, token_dropout_prob: Iterable[float], se
                         device: torch.device | str = "cpu", model_overrides: Mapping | None = None,
                         **fit_overrides):
     """Train ``recipe`` (a NaViT recipe of :data:`vitlib.train.RECIPES`, which packs as NaViT trains)
-    once per token-dropout probability and seed on ``data``, and time each whole run.
-
-    The runs are interleaved run by run: seed after seed, every probability in turn, the order
-    rotated by one each seed, so that no probability always runs first or meets the same spell
-    of a shared machine. ``model_overrides`` and ``fit_overrides`` go to
-    :func:`vitlib.train.train_recipe`. Returns a DataFrame with ``condition`` (``"rate 0.1"``),
-    ``token_dropout_prob``, ``seed``, ``accuracy`` (final test accuracy), ``wall_s`` (the whole
-    run: building the model, training and evaluation), ``train_s`` (the training epochs alone)
-    and ``order`` (the run's place within its seed); ``attrs`` hold ``test_size``, ``seeds`` and
-    the ``histories``, so :func:`vitlib.claims.seed_difference` and :func:`wall_speedup` apply."""
-    import pandas as pd
-
-    from ..train import train_recipe
+    once per token-dropout probability and seed on ``data``, interleaved run by run with the order
+    rotated each seed (:func:`vitlib.train.train_conditions`, whose table this is, with the
+    conditions named ``"rate 0.1"`` and a ``token_dropout_prob`` column). ``model_overrides`` change
+    the model of every run; ``fit_overrides`` its fit."""
+    from ..train import train_conditions
 
     rates = _rates(token_dropout_prob)
-    if not seeds:
-        raise ValueError("train_dropout_seeds needs at least one seed; received none")
-    rows, histories = [], {}
-    for k, seed in enumerate(seeds):
-        order = rates[k % len(rates):] + rates[: k % len(rates)]
-        for place, rate in enumerate(order):
-            overrides = {**(model_overrides or {}), "token_dropout_prob": rate or None}
-            t0 = time.perf_counter()
-            _, history, _ = train_recipe(dict(recipe), model_overrides=overrides, seed=seed, data=data, device=device,
-                                         progress=False, **fit_overrides)
-            wall = time.perf_counter() - t0
-            frame = history.frame()
-            histories[(rate, seed)] = frame
-            rows.append({"condition": f"rate {rate:g}", "token_dropout_prob": rate, "seed": seed,
-                         "accuracy": float(frame["test_acc"].iloc[-1]), "wall_s": wall,
-                         "train_s": float((len(data.train) / frame["images_per_s"]).sum()), "order": place})
-    table = pd.DataFrame(rows)
-    table.attrs.update(test_size=len(data.test), train_size=len(data.train), seeds=list(seeds), histories=histories)
+    recipes = {f"rate {rate:g}": {**recipe, "model": {**recipe["model"], **(model_overrides or {}),
+                                                      "token_dropout_prob": rate or None}} for rate in rates}
+    table = train_conditions(recipes, seeds, data=data, device=device, rotate=True, **fit_overrides)
+    table.insert(1, "token_dropout_prob", [float(name.split()[1]) for name in table["condition"]])
     return table
 
 
-def wall_speedup(runs, other: str, base: str, column: str = "wall_s"):
+def wall_speedup(runs, other: str, base: str):
     """How much faster whole runs of condition ``other`` were than ``base`` (a
-    :func:`train_dropout_seeds` table): the ratio ``base / other`` of ``column`` per seed (the two
+    :func:`train_dropout_seeds` table): the ratio ``base / other`` of ``wall_s`` per seed (the two
     runs of a seed ran side by side), as a :class:`~vitlib.claims.Measured` whose value is the
-    median over seeds and whose spread is the lowest to the highest seed's ratio. With
-    ``column="epochs"``, the training time of every epoch of every seed instead (from the runs'
-    histories), ratio of the medians with its interquartile spread (:meth:`Measured.ratio`)."""
-    from ..claims import Measured
-
+    median over seeds and whose spread is the lowest to the highest seed's ratio. Their training
+    epochs alone: :func:`vitlib.claims.epoch_speedup`."""
     for name in (base, other):
         if name not in set(runs["condition"]):
             raise ValueError(f"no condition {name!r} in the runs; they have {sorted(set(runs['condition']))}")
-    if column == "epochs":
-        rate = dict(zip(runs["condition"], runs["token_dropout_prob"]))
-        epochs = {name: [runs.attrs["train_size"] / v for (r, _), h in runs.attrs["histories"].items()
-                         if r == rate[name] for v in h["images_per_s"]] for name in (base, other)}
-        return Measured.ratio(epochs[base], epochs[other])
-    by = runs.set_index(["condition", "seed"])[column]
+    by = runs.set_index(["condition", "seed"])["wall_s"]
     seeds = sorted(set(runs["seed"]))
     ratios = [by[(base, s)] / by[(other, s)] for s in seeds]
     return Measured(statistics.median(ratios), min(ratios), max(ratios), len(ratios), "x",

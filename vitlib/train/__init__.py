@@ -10,7 +10,8 @@
 * :mod:`~vitlib.train.checkpoint`: safetensors files holding the weights, the optimizer's tensors,
   and as JSON metadata the model's class and config, the optimizer's settings and the history.
   ``load_model(path)`` rebuilds the model. Nothing is unpickled; writes are atomic.
-* :mod:`~vitlib.train.recipes`: ``RECIPES[mode][family]`` and ``train_recipe``.
+* :mod:`~vitlib.train.recipes`: ``RECIPES[mode][family]``, ``train_recipe`` and
+  ``train_conditions`` (several recipes over several seeds, for an accuracy difference).
 * :mod:`~vitlib.train.cli`: ``python -m vitlib.train --model levit --mode quick``.
 
 Resuming equals continuing: every epoch seeds its own shuffling, augmentation and dropout from
@@ -39,6 +40,7 @@ from .recipes import (
     build_model,
     load_recipe_data,
     recipe_for,
+    train_conditions,
     train_recipe,
 )
 
@@ -56,6 +58,7 @@ __all__ = [
     "FULL_RECIPE",
     "RECIPES",
     "train_recipe",
+    "train_conditions",
     "main",
     "CrossEntropy",
     "build_optimizer",

@@ -37,7 +37,8 @@ LossFn = Callable[[nn.Module, tuple], tuple]
 
 class History(list):
     """One record (dict) per epoch: ``epoch``, ``train_loss``, ``train_acc``, ``test_loss``,
-    ``test_acc``, ``lr``, ``epoch_s``, ``wall_s``, ``images_per_s``. ``.frame()`` gives a DataFrame."""
+    ``test_acc``, ``lr``, ``train_s`` (the epoch's training steps), ``epoch_s`` (with its evaluation),
+    ``wall_s``, ``images_per_s``. ``.frame()`` gives a DataFrame."""
 
     def frame(self):
         import pandas as pd
@@ -435,7 +436,7 @@ def fit(
             result = evaluate(model, test, device=device, amp=amp, forward_kwargs=forward_kwargs,
                               across_processes=True)
             record.update(test_loss=result["loss"], test_acc=result["accuracy"])
-        record.update(epoch_s=time.perf_counter() - t_epoch, images_per_s=seen / train_s,
+        record.update(train_s=train_s, epoch_s=time.perf_counter() - t_epoch, images_per_s=seen / train_s,
                       wall_s=wall_offset + time.perf_counter() - t_start)
         history.append(record)
         if checkpoint is not None and w.main:

@@ -15,7 +15,8 @@
   weights (full mode; without a network it says so and starts from scratch), and ``distill``: the
   temperature, ``alpha`` and ``hard`` of :func:`vitlib.distill.train_student`.
 
-:func:`train_recipe` trains one and returns ``(model, history, data)``.
+:func:`train_recipe` trains one and returns ``(model, history, data)``; :func:`train_conditions`
+trains several over several seeds and returns the table a chapter's verdicts read.
 """
 from __future__ import annotations
 
@@ -211,3 +212,43 @@ def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, m
         opts["augment"] = RandomShift(shift) if shift and isinstance(data.train, TensorImageDataset) else None
     history = fit(model, data.train, data.test, device=device, seed=seed, progress=progress, **opts)
     return model, history, data
+
+
+def train_conditions(recipes, seeds, *, data, device: torch.device | str = "cpu", rotate: bool = False,
+                     progress: bool = False, **fit_overrides):
+    """Train each recipe of ``recipes`` (a condition's name mapped to a full recipe, model included)
+    once per seed on the same ``data`` (``fit_overrides`` replace the recipes' ``fit`` keywords), run
+    by run: seed after seed, every condition in turn; with ``rotate`` the order turns by one each
+    seed, so that no condition always runs first or meets the same spell of a shared machine.
+
+    Returns the table :func:`vitlib.claims.seed_difference` and :func:`vitlib.claims.epoch_speedup`
+    read: ``condition``, ``seed``, ``accuracy`` (final test accuracy), ``wall_s`` (the whole run:
+    building the model, training, evaluating), ``train_s`` (its training epochs alone),
+    ``images_per_s`` (median epoch) and ``order`` (the run's place within its seed), with
+    ``attrs``: ``test_size``, ``seeds``, ``histories`` (a History frame per ``(condition, seed)``)
+    and ``params`` (per condition)."""
+    import time
+
+    import pandas as pd
+
+    names = list(recipes)
+    if not seeds:
+        raise ValueError("train_conditions needs at least one seed; received none")
+    if not names:
+        raise ValueError("train_conditions needs at least one condition; received none")
+    rows, histories, params = [], {}, {}
+    for k, seed in enumerate(seeds):
+        turn = k % len(names) if rotate else 0
+        for place, name in enumerate(names[turn:] + names[:turn]):
+            start = time.perf_counter()
+            model, history, _ = train_recipe(dict(recipes[name]), seed=seed, data=data, device=device,
+                                             progress=progress, **fit_overrides)
+            wall = time.perf_counter() - start
+            frame = histories[(name, seed)] = history.frame()
+            params[name] = sum(p.numel() for p in model.parameters())
+            rows.append({"condition": name, "seed": seed, "accuracy": float(frame["test_acc"].iloc[-1]),
+                         "wall_s": wall, "train_s": float(frame["train_s"].sum()),
+                         "images_per_s": float(frame["images_per_s"].median()), "order": place})
+    table = pd.DataFrame(rows)
+    table.attrs.update(test_size=len(data.test), seeds=list(seeds), histories=histories, params=params)
+    return table

@@ -16,7 +16,7 @@ def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
     probs = sweep["token_dropout_prob"].to_numpy(dtype=float)
     fine = np.linspace(0, probs.max(), 50)
     ax.plot(fine, 1 / (1 - fine), ":", color="grey", label="tokens kept: 1 / (1 - p)")
-    speed = _step_speedups(sweep)
+    speed = list(sweep.attrs["speedups"].values())
     ax.errorbar(probs, [m.value for m in speed], fmt="o-", color="#08519c", capsize=3,
                 yerr=[[m.value - m.low for m in speed], [m.high - m.value for m in speed]],
                 label="training step (measured, IQR)")
@@ -24,15 +24,6 @@ def plot_dropout_sweep(ax, sweep, title: str = "") -> None:
     ax.set_ylabel("speed-up over p = 0")
     ax.legend()
     ax.set_title(title)
-
-
-def _step_speedups(sweep) -> list:
-    """Each rate's step speed-up over the first rate of a token-dropout sweep, with its spread."""
-    from ..claims import Measured
-
-    times = sweep.attrs["times"]
-    base = times[sweep["token_dropout_prob"].iloc[0]]
-    return [Measured.ratio(base, times[p]) for p in sweep["token_dropout_prob"]]
 
 
 def dropout_chart(sweep):
@@ -49,7 +40,7 @@ def dropout_chart(sweep):
                          f"{list(sweep['token_dropout_prob'])}")
     tokens = sweep["tokens"].to_numpy(dtype=float) / float(sweep["tokens"].iloc[0])
     frames = {}
-    for k, (p, m) in enumerate(zip(sweep["token_dropout_prob"], _step_speedups(sweep))):
+    for k, (p, m) in enumerate(sweep.attrs["speedups"].items()):
         time, low, high = 1 / m.value, 1 / m.high, 1 / m.low  # step time as a share of rate 0's
         frames[f"{p:g}"] = [go.Bar(
             x=["tokens per step", "step time (measured)"], y=[tokens[k], time],

@@ -1,24 +1,9 @@
 """Chapters 3 and 4's widgets: the parts of a LeViT or a CrossViT, counted and timed."""
 from __future__ import annotations
 
-import torch
-
-from ..bench import part_table
+from ..bench import meta_parts, part_table  # noqa: F401  (meta_parts re-exported)
 from ..models import presets
-
-
-def meta_parts(preset: str, **overrides):
-    """:func:`vitlib.bench.part_table` of the preset ``preset`` (e.g. ``"LeViT-128S"``) with
-    ``overrides`` (e.g. ``image_size=448``), built on the ``meta`` device (instant at any size):
-    tokens, attention entries, FLOPs and parameters per part of ``model.parts()``. A CrossViT
-    preset at another ``image_size`` keeps the paper's ratio between its branches (the large-patch
-    branch sees 14/15 of the side, rounded to whole patches:
-    :func:`vitlib.models.cross_vit.scaled_size`); ``lg_image_size=...`` fixes that branch's size
-    instead (:func:`vitlib.studies.crossvit.build_meta`)."""
-    from ..studies.crossvit import build_meta
-
-    model = build_meta(preset, **overrides)
-    return part_table(model, model.example_input(1))
+from ..models.presets import build_meta
 
 
 def plot_parts(axes, df, title: str = "") -> None:
@@ -119,8 +104,6 @@ def crossvit_explorer(image_size: int = 240, preset: str = "CrossViT-S"):
     to whole patches of the chosen size; a setting the model refuses is reported, not raised."""
     import ipywidgets as w
     import matplotlib.pyplot as plt
-
-    from ..studies.crossvit import build_meta
 
     style = {"description_width": "90px"}
     controls = {
