@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import patches as mpatches
 
-__all__ = ["patches_to_tokens", "levit_stages", "crossvit_branches", "packing", "distillation", "data_parallel"]
+__all__ = ["patches_to_tokens", "levit_stages", "crossvit_branches", "packing", "distillation", "data_parallel",
+           "attention_tiling"]
 
 TOKEN = "#6baed6"
 CLS = "#fd8d3c"
@@ -306,6 +307,39 @@ def data_parallel(processes: int = 2):
     ax.set_xlim(-0.1, width + 0.1)
     ax.set_ylim(0, 6.8)
     ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def attention_tiling(tokens: int = 8, block: int = 2, tile: int = 1):
+    """Attention's score matrix for one head, ``tokens x tokens``: the plain path stores it whole;
+    a tiled kernel (FlashAttention) holds one ``block``-key tile of scores at a time (tile number
+    ``tile`` drawn dark) and carries, per query, a running maximum, a running sum and a running
+    output, so the matrix never exists in memory."""
+    if not 1 <= block <= tokens or not 0 <= tile < -(-tokens // block):
+        raise ValueError(f"expected 1 <= block <= tokens and a tile among the {-(-tokens // block)} tiles; "
+                         f"received tokens {tokens}, block {block}, tile {tile}")
+    fig, ax = _canvas(9, 3.6, 19, 7.6)
+    s = 5.2 / tokens
+
+    def grid(x0, colour_of):
+        for r in range(tokens):
+            for c in range(tokens):
+                face, edge = colour_of(c)
+                ax.add_patch(mpatches.Rectangle((x0 + c * s, 1.2 + (tokens - 1 - r) * s), s, s, facecolor=face,
+                                                edgecolor=edge, lw=0.6, ls="-" if edge == "white" else ":"))
+
+    grid(0.8, lambda c: (ATTN, "white"))
+    ax.text(3.4, 6.8, "plain: all n x n scores stored,\nthen softmax, then times V", ha="center", fontsize=8)
+    ax.text(3.4, 0.5, f"{tokens} x {tokens} scores in memory", ha="center", fontsize=8)
+    first, last = tile * block, min(tokens, (tile + 1) * block)
+    grid(9.0, lambda c: (ATTN, "white") if first <= c < last else ("white", "grey"))
+    ax.text(11.6, 6.8, f"tiled: {block} keys at a time;\ndotted scores are never stored", ha="center",
+            fontsize=8)
+    ax.text(11.6, 0.5, f"{tokens} x {block} scores in memory", ha="center", fontsize=8)
+    _arrow(ax, 14.4, 3.8, 15.3, 3.8)
+    _box(ax, 15.4, 2.2, 3.4, 3.2, "per query:\nrunning max m\nrunning sum l\nrunning output o\n\n"
+         "a new tile rescales\nl and o by exp(m - m')", "#f7f7f7", fontsize=7)
     fig.tight_layout()
     return fig
 

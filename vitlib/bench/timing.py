@@ -285,13 +285,19 @@ def measure_train_step(model: nn.Module, x, y: torch.Tensor | None = None, **kwa
     return time_function(train_step_fn(model, x, y), batch=batch, **kwargs)
 
 
-def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int | None:
-    """Peak CUDA memory allocated by ``fn()`` in bytes, above what was allocated before.
+def peak_memory(fn: Callable[[], object], device: torch.device | str, *, cpu: bool = False) -> int | None:
+    """Peak memory allocated by ``fn()`` in bytes, above what was allocated before.
 
-    On CPU this returns None: PyTorch's CPU allocator keeps no peak statistic, and the process's
-    resident size measures the allocator and the interpreter as much as the model.
+    On CUDA, from the caching allocator's statistics. On CPU PyTorch's allocator keeps no peak
+    statistic, and the process's resident size measures the allocator and the interpreter as much
+    as the model, so this returns None, unless ``cpu=True``: then ``fn()`` runs once under
+    :mod:`torch.profiler` with memory profiling, and the peak is the running sum of the bytes that
+    the allocator handed out and took back during the call (every tensor, also a kernel's scratch
+    buffers; not what libraries allocate outside PyTorch).
     """
     device = torch.device(device)
+    if device.type == "cpu" and cpu:
+        return _cpu_peak_memory(fn)
     if device.type != "cuda":
         return None
     torch.cuda.synchronize(device)
@@ -300,3 +306,39 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str) -> int | N
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """The profiler's native library logs its start and stop on file descriptor 2, below Python;
+    send that descriptor to /dev/null for the block."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    except (OSError, ValueError):  # no descriptor 2 to borrow: leave it be
+        yield
+        return
+    os.dup2(null, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
+
+
+def _cpu_peak_memory(fn: Callable[[], object]) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]" and e.device_type().name == "CPU")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak

@@ -12,12 +12,14 @@
   single-scale ViT, a ViT of equal FLOPs trained under the same recipe;
 * :mod:`~vitlib.studies.navit` (chapter 5): the mixed-resolution workload, packing, token dropout
   and the ``navit`` suite;
+* :mod:`~vitlib.studies.attention` (chapter 7): attention kernels against the plain path as tokens
+  grow, in time and memory; float32 against bfloat16 and float16; the recorded GPU results;
 * :mod:`~vitlib.studies.distillation` (chapter 6): a teacher, the same student alone and distilled
   with every image labelled and with few, temperature and alpha, teacher against student speed;
 * :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun.
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import anatomy, crossvit, distillation, inference, levit, lightweight, navit, scaling
+from . import anatomy, attention, crossvit, distillation, inference, levit, lightweight, navit, scaling
 
-__all__ = ["anatomy", "crossvit", "distillation", "levit", "lightweight", "navit", "scaling"]
+__all__ = ["anatomy", "attention", "crossvit", "distillation", "levit", "lightweight", "navit", "scaling"]

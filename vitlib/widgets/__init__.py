@@ -5,6 +5,7 @@ draw the default setting as a static figure that the HTML book shows without a k
 from the presets by name (:mod:`vitlib.models.presets`) and are asked for their input and parts.
 """
 from .anatomy import COMPONENT_COLOURS, flops_explorer, flops_split_chart, meta_breakdown, plot_flops_breakdown
+from .attention import kernel_chart, kernel_explorer, plot_kernel_sweep
 from .distillation import distillation_explorer, plot_condition_curves, plot_temperature_alpha, temperature_alpha_chart
 from .lightweight import (knob_chart, plot_against_base, plot_knobs, plot_posemb_similarity, plot_seed_curves,
                           sizing_explorer)
@@ -17,4 +18,5 @@ __all__ = ["COMPONENT_COLOURS", "meta_breakdown", "plot_flops_breakdown", "flops
            "meta_parts", "plot_parts", "levit_parts_chart", "levit_stage_explorer",
            "crossvit_explorer", "dropout_chart", "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves",
            "plot_allreduce_sweep", "allreduce_explorer", "plot_condition_curves", "plot_temperature_alpha",
-           "distillation_explorer", "temperature_alpha_chart"]
+           "distillation_explorer", "temperature_alpha_chart",
+           "kernel_chart", "kernel_explorer", "plot_kernel_sweep"]
