@@ -16,10 +16,14 @@
   grow, in time and memory; float32 against bfloat16 and float16; the recorded GPU results;
 * :mod:`~vitlib.studies.distillation` (chapter 6): a teacher, the same student alone and distilled
   with every image labelled and with few, temperature and alpha, teacher against student speed;
+* :mod:`~vitlib.studies.deployment` (chapter 8): INT8 and ONNX Runtime against eager, accuracy,
+  speed and the memory of a served model, the ``export`` suite;
 * :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun.
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import anatomy, attention, crossvit, distillation, inference, levit, lightweight, navit, scaling
+from . import (anatomy, attention, crossvit, deployment, distillation, inference, levit, lightweight, navit,
+               scaling)
 
-__all__ = ["anatomy", "attention", "crossvit", "distillation", "levit", "lightweight", "navit", "scaling"]
+__all__ = ["anatomy", "attention", "crossvit", "deployment", "distillation", "levit", "lightweight", "navit",
+           "scaling"]
