@@ -77,6 +77,10 @@ def test_backend_speedup_and_precision_comparison_on_a_tiny_vit():
     x = model.example_input(2)
     times, gain = study.backend_speedup(model, x, ("plain", "flash"), min_run_time=0.01)
     assert len(times["plain"]) >= 5 and len(times["flash"]) >= 5 and gain.value > 0
+    before = [p.clone() for p in model.parameters()]
+    times, gain = study.backend_speedup(model, x, ("plain", "flash"), train=True, min_run_time=0.01)
+    assert len(times["flash"]) >= 5 and gain.value > 0
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # a copy trained
     prec = study.precision_comparison(model, x, ("fp32", "bf16"), min_run_time=0.01).set_index("precision")
     assert prec.loc["fp32", "max_abs_diff"] == 0 and prec.loc["fp32", "top1_same"] == 1
     assert 0 < prec.loc["bf16", "max_abs_diff"] < 0.5  # bfloat16 rounds: close, not equal
@@ -95,6 +99,9 @@ def test_cpu_features_reads_the_flags(tmp_path):
     assert a["bf16_instructions"] is True and a["fp16_instructions"] is False and a["model"] == "Some CPU"
     assert b["bf16_instructions"] is False and b["model"] is None
     assert study.cpu_features(tmp_path / "missing")["bf16_instructions"] is None
+    arm = tmp_path / "arm"
+    arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimdhp bf16 sve\n")
+    assert study.cpu_features(arm)["bf16_instructions"] is True and study.cpu_features(arm)["fp16_instructions"]
 
 
 def test_precision_formats_match_the_ieee_and_brain_layouts():
@@ -124,6 +131,7 @@ def _recorded():
 def test_recorded_gpu_results_become_tables():
     att = study.recorded_attention(_recorded())
     assert list(att["backend"]) == ["flash", "plain"] and att.loc[0, "vs_plain"] == 2.0
+    assert (att.loc[0, "vs_plain_low"], att.loc[0, "vs_plain_high"]) == (1.8, 2.2)
     models = study.recorded_precision(_recorded())
     assert len(models) == 1 and models.loc[0, "speedup"] == pytest.approx(3.0)  # eager only
     assert study.recorded_attention(None) is None and study.recorded_precision({}) is None

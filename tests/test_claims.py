@@ -10,7 +10,7 @@ def test_ratio_from_interleaved_times():
     r = Measured.ratio(slow, fast)
     assert r.value == pytest.approx(2.0)
     assert r.low < r.value < r.high and r.n == 5
-    assert "2.00x" in str(r) and "5 timed calls a side" in r.how
+    assert "2.00x" in str(r) and "5 timings a side" in r.how
 
 
 @pytest.mark.parametrize("low,high,expected", [

@@ -74,12 +74,14 @@ class Measured:
     def ratio(cls, slow: Sequence[float], fast: Sequence[float]) -> "Measured":
         """The speed-up of ``fast`` over ``slow`` from per-call times measured interleaved:
         ``median(slow) / median(fast)``, spread from the interquartile ranges of both sides
-        (``q1(slow) / q3(fast)`` to ``q3(slow) / q1(fast)``), a conservative range."""
+        (``q1(slow) / q3(fast)`` to ``q3(slow) / q1(fast)``), a conservative range. Each time is a
+        *timing*: one call, or the mean call of a block of short calls
+        (:func:`vitlib.bench.time_function`)."""
         s1, s2, s3 = _quartiles(slow)
         f1, f2, f3 = _quartiles(fast)
         n = min(len(slow), len(fast))
-        calls = f"{n} timed calls a side" if len(slow) == len(fast) else f"{len(slow)} and {len(fast)} timed calls"
-        return cls(s2 / f2, s1 / f3, s3 / f1, n, "x", f"IQR, {calls}")
+        calls = f"{n} timings a side" if len(slow) == len(fast) else f"{len(slow)} and {len(fast)} timings"
+        return cls(s2 / f2, s1 / f3, s3 / f1, n, "x", f"range from both sides' IQRs, {calls}")
 
     @classmethod
     def of_values(cls, values: Sequence[float], unit: str = "x", how: str = "") -> "Measured":

@@ -18,7 +18,7 @@ import torch
 
 from ..backends import attention_backend, available_attention_backends
 from ..bench import peak_memory, time_interleaved
-from ..bench.timing import amp, eval_mode
+from ..bench.timing import amp, eval_mode, train_step_fn
 from ..claims import Measured
 from ..layers import Attention
 
@@ -115,8 +115,8 @@ def kernel_sweep(tokens, *, dim: int = 192, heads: int = 3, dim_head: int = 64, 
         for b in backends:
             m = Measured.of_values(times[b])
             mem = peak_memory(fns[b], device, cpu=True)
-            rows.append({"tokens": n, "backend": b, "median_ms": m.value * 1e3,
-                         "iqr_ms": (m.high - m.low) * 1e3, "calls": m.n,
+            rows.append({"tokens": n, "backend": b, "median_ms": m.value * 1e3, "q1_ms": m.low * 1e3,
+                         "q3_ms": m.high * 1e3, "iqr_ms": (m.high - m.low) * 1e3, "calls": m.n,
                          "peak_mib": float("nan") if mem is None else mem / 2**20,
                          "scores_mib": scores_bytes(batch, heads, n, amp_dtype or torch.float32) / 2**20})
     table = pd.DataFrame(rows)
@@ -126,17 +126,26 @@ def kernel_sweep(tokens, *, dim: int = 192, heads: int = 3, dim_head: int = 64, 
 
 
 def backend_speedup(model: torch.nn.Module, x: torch.Tensor, backends=("plain", "flash"), *,
-                    precision: str = "fp32", rounds: int = 3, min_run_time: float = 0.2,
+                    precision: str = "fp32", train: bool = False, rounds: int = 3, min_run_time: float = 0.2,
                     num_threads: int | None = None):
-    """``model(x)`` in inference on each backend (under autocast to ``precision``), interleaved:
-    the per-call times of each, and the :class:`~vitlib.claims.Measured` speed-up of the second
-    backend over the first."""
+    """``model(x)`` on each backend (under autocast to ``precision``), interleaved: in inference,
+    or with ``train=True`` a whole training step (forward, loss, backward, AdamW) on a copy of the
+    model. Returns the per-call times of each, and the :class:`~vitlib.claims.Measured` speed-up of
+    the second backend over the first."""
     if len(backends) != 2:
         raise ValueError(f"expected two backends, the baseline first; received {list(backends)}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)}; received {precision!r}")
 
     def call(backend):
+        if train:
+            step = train_step_fn(model, x, amp_dtype=PRECISIONS[precision])
+
+            def run():
+                with attention_backend(backend):
+                    return step()
+            return run
+
         def run():
             with attention_backend(backend), torch.inference_mode(), amp(x.device, PRECISIONS[precision]):
                 return model(x)
@@ -148,17 +157,22 @@ def backend_speedup(model: torch.nn.Module, x: torch.Tensor, backends=("plain", 
     return times, Measured.ratio(times[backends[0]], times[backends[1]])
 
 
+#: The CPU flags (Linux's ``/proc/cpuinfo``: ``flags`` on x86, ``Features`` on Arm) of instructions
+#: that compute in bfloat16 or float16.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert", "bf16")
+FP16_FLAGS = ("avx512_fp16", "amx_fp16", "asimdhp")
+
+
 def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     """What this CPU offers for reduced precision: torch's vector capability (``AVX2``,
-    ``AVX512``, ...), and whether the CPU reports the instructions that compute in bfloat16 or
-    float16 directly (``avx512_bf16``, ``amx_bf16``, ``avx512_fp16``, ``amx_fp16``). Without them
-    torch converts each number to float32 and back around the arithmetic. Flags read from
-    ``cpuinfo`` (Linux); elsewhere they are None (unknown)."""
+    ``AVX512``, ...), and whether the CPU reports instructions that compute in bfloat16
+    (:data:`BF16_FLAGS`) or float16 (:data:`FP16_FLAGS`). Flags read from ``cpuinfo`` (Linux, x86
+    or Arm); where there is none (macOS, Windows) they are None: unknown, not absent."""
     path = Path(cpuinfo)
     flags = None
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
-            if line.startswith("flags"):
+            if line.split(":", 1)[0].strip() in ("flags", "Features"):
                 flags = set(line.split(":", 1)[1].split())
                 break
     known = flags is not None
@@ -167,8 +181,8 @@ def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
         return any(n in flags for n in names) if known else None
 
     return {"capability": torch.backends.cpu.get_cpu_capability(),
-            "bf16_instructions": has("avx512_bf16", "amx_bf16"),
-            "fp16_instructions": has("avx512_fp16", "amx_fp16"),
+            "bf16_instructions": has(*BF16_FLAGS),
+            "fp16_instructions": has(*FP16_FLAGS),
             "model": next((line.split(":", 1)[1].strip() for line in
                            (path.read_text(errors="replace").splitlines() if known else [])
                            if line.startswith("model name")), None)}
@@ -237,7 +251,9 @@ def recorded_attention(results: dict | None):
         return None
     table = pd.DataFrame([{k: r.get(k) for k in ("tokens", "backend", "precision", "mode", "batch",
                                                   "median_ms", "iqr_ms", "peak_mem_mb")}
-                          | {"vs_plain": (r.get("vs_plain") or {}).get("value")} for r in rows])
+                          | {f"vs_plain{end}": (r.get("vs_plain") or {}).get(key)
+                             for end, key in (("", "value"), ("_low", "low"), ("_high", "high"))}
+                          for r in rows])
     return table.sort_values(["mode", "precision", "tokens", "backend"], ignore_index=True)
 
 

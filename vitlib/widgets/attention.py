@@ -21,12 +21,12 @@ def plot_kernel_sweep(axes, sweep, title: str = "") -> None:
     stores and a fused kernel never does."""
     ax_t, ax_m = axes
     for backend, rows in sweep.groupby("backend", sort=False):
-        ax_t.errorbar(rows["tokens"], rows["median_ms"], yerr=rows["iqr_ms"] / 2, fmt="o-", capsize=3,
-                      color=_colour(backend), label=backend)
+        ax_t.errorbar(rows["tokens"], rows["median_ms"], fmt="o-", capsize=3, color=_colour(backend),
+                      yerr=[rows["median_ms"] - rows["q1_ms"], rows["q3_ms"] - rows["median_ms"]], label=backend)
         ax_m.plot(rows["tokens"], rows["peak_mib"], "o-", color=_colour(backend), label=backend)
     first = sweep.drop_duplicates("tokens")
     ax_m.plot(first["tokens"], first["scores_mib"], ":", color="grey", label="one score matrix")
-    for ax, label in ((ax_t, "ms per call (median, IQR)"), (ax_m, "peak MiB allocated by a call")):
+    for ax, label in ((ax_t, "ms per call (median, IQR)"), (ax_m, "peak MiB live during a call")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tokens")
@@ -37,11 +37,11 @@ def plot_kernel_sweep(axes, sweep, title: str = "") -> None:
 
 
 def kernel_explorer(*, dim: int = 192, heads: int = 3, dim_head: int = 64, batch: int = 1,
-                    backends=("plain", "flash"), device: torch.device | str = "cpu",
+                    backends=("plain", "flash"), device: torch.device | str = "cpu", precision: str = "fp32",
                     tokens=(64, 128, 256, 512, 1024, 2048)):
     """A live control (Jupyter, Colab): pick a number of tokens and measure one attention layer on
     each backend there, at once, on this kernel's device: time (median of at least 5 interleaved
-    calls a side) and peak memory, beside one score matrix."""
+    timings a side) and peak memory, beside one score matrix, in ``precision``."""
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import display
@@ -53,7 +53,8 @@ def kernel_explorer(*, dim: int = 192, heads: int = 3, dim_head: int = 64, batch
     def draw(change=None) -> None:
         n = slider.value
         sweep = kernel_sweep([n], dim=dim, heads=heads, dim_head=dim_head, batch=batch,
-                             backends=backends, device=device, rounds=2, min_run_time=0.05)
+                             backends=backends, device=device, precision=precision, rounds=2,
+                             min_run_time=0.05)
         with out:
             out.clear_output(wait=True)
             fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(8, 2.8))
