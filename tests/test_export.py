@@ -254,3 +254,31 @@ def test_export_suite_reports_its_figures(tmp_path, capsys, restore_threads):
         assert data[key] > 0
     assert data["accuracy_model"]["test_images"] == 360 and 0 <= data["int8_accuracy"] <= 1
     assert "goals" in capsys.readouterr().out
+
+
+def test_serving_sweep_and_its_chart(model, results):
+    from vitlib.studies.deployment import serving_sweep
+    from vitlib.widgets import plot_int8_grid, plot_serving, serving_chart
+
+    onnx = vexport.to_onnx(model, model.example_input(1), **TIMING)
+    sweep = serving_sweep(model, results["int8"], onnx, [1, 4], threads=(1,), rounds=1, min_run_time=0.01)
+    assert list(sweep["path"]) == ["eager", "int8", "onnx"] * 2 and list(sweep["batch"]) == [1, 1, 1, 4, 4, 4]
+    assert (sweep["calls"] >= bench.MIN_CALLS).all()
+    assert (sweep["images_per_s"] - sweep["batch"] / (sweep["median_ms"] / 1e3)).abs().max() < 1e-6
+    assert sweep.iloc[0]["speedup"].value == pytest.approx(1.0)  # eager over itself
+    chart = serving_chart(sweep)
+    assert chart.options == ["1"] and chart.values["1"] == [1, 4]
+    assert chart.figure.layout.title.text.startswith("Serving at batch 1 on 1 thread:")
+    with pytest.raises(ValueError, match="to_int8 and to_onnx"):
+        serving_sweep(model, onnx, results["int8"], [1])
+    with pytest.raises(ValueError, match="at least two batch sizes"):
+        serving_chart(sweep[sweep["batch"] == 1])
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2)
+    plot_serving(axes, sweep)
+    assert len(axes[0].lines) == 3
+    fig, ax = plt.subplots()
+    plot_int8_grid(ax, model.transformer.blocks[0].ff.fc1.weight)
+    assert "INT8 step" in ax.get_title()
+    plt.close("all")

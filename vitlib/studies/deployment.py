@@ -32,7 +32,7 @@ from ..models import presets
 from .inference import figure
 
 __all__ = ["SPEED_PRESET", "TRAIN_EPOCHS", "TINY_TRAIN", "GOALS", "paired_drop", "trained_simple_vit",
-           "serving_memory", "export_suite"]
+           "serving_memory", "serving_sweep", "export_suite"]
 
 #: The model the speed and memory figures are measured on.
 SPEED_PRESET = "ViT-S/16"
@@ -89,6 +89,45 @@ def serving_memory(model: torch.nn.Module, quantized: Exported, batch: int, thre
                 "int8_peak_mb_fp32": peaks["fp32"]["peak_mb"], "int8_peak_mb_int8": peaks["int8"]["peak_mb"],
                 "peak_batch": batch,
                 "peak_after_loading": peaks["fp32"]["after_loading"]}
+
+
+def serving_sweep(model: torch.nn.Module, quantized: Exported, onnx: Exported, batches, threads=(1, 2), *,
+                  rounds: int = 2, min_run_time: float = 0.1, seed: int = 0):
+    """Latency and throughput of ``model`` served three ways, eager, INT8 (``quantized``, from
+    :func:`vitlib.export.to_int8`) and ONNX Runtime (``onnx``, from :func:`vitlib.export.to_onnx`),
+    at each batch size and thread count: the three timed interleaved at each setting (ONNX Runtime
+    in a session of that many threads). One row per (threads, batch, path): ``median_ms``,
+    ``iqr_ms``, ``calls``, ``images_per_s`` and ``speedup`` (a :class:`~vitlib.claims.Measured`
+    over eager at that setting)."""
+    import pandas as pd
+
+    from ..bench import inference_fn, time_interleaved
+    from ..bench.timing import eval_mode
+    from ..export import Runner, onnx_session
+
+    if quantized.path != "int8" or onnx.path != "onnx":
+        raise ValueError(f"expected the results of to_int8 and to_onnx; received {quantized.path!r} and "
+                         f"{onnx.path!r}")
+    batches, threads = [int(b) for b in batches], [int(t) for t in threads]
+    if not batches or min(batches) < 1 or not threads or min(threads) < 1:
+        raise ValueError(f"batch sizes and thread counts must be positive; received {batches} and {threads}")
+    proto = onnx.artefact.model_proto.SerializeToString()
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    with eval_mode(model):
+        for t in threads:
+            session = Runner("onnx", onnx_session(proto, t), session=True)
+            for b in batches:
+                x = torch.randn(b, model.channels, *model.image_size, generator=generator)
+                fns = {"eager": inference_fn(model, x), "int8": (lambda x=x: quantized.runner(x)),
+                       "onnx": (lambda x=x: session(x))}
+                times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=t, warmup=1)
+                for path, ts in times.items():
+                    m = Measured.of_values(ts)
+                    rows.append({"threads": t, "batch": b, "path": path, "median_ms": m.value * 1e3,
+                                 "iqr_ms": (m.high - m.low) * 1e3, "calls": m.n, "images_per_s": b / m.value,
+                                 "speedup": Measured.ratio(times["eager"], ts)})
+    return pd.DataFrame(rows)
 
 
 @register_suite("export")

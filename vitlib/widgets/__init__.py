@@ -6,6 +6,7 @@ from the presets by name (:mod:`vitlib.models.presets`) and are asked for their 
 """
 from .anatomy import COMPONENT_COLOURS, flops_explorer, flops_split_chart, meta_breakdown, plot_flops_breakdown
 from .attention import kernel_chart, kernel_explorer, plot_kernel_sweep
+from .deployment import plot_int8_grid, plot_serving, serving_chart, serving_explorer
 from .distillation import distillation_explorer, plot_condition_curves, plot_temperature_alpha, temperature_alpha_chart
 from .lightweight import (knob_chart, plot_against_base, plot_knobs, plot_posemb_similarity, plot_seed_curves,
                           sizing_explorer)
@@ -19,4 +20,5 @@ __all__ = ["COMPONENT_COLOURS", "meta_breakdown", "plot_flops_breakdown", "flops
            "crossvit_explorer", "dropout_chart", "plot_dropout_sweep", "token_dropout_explorer", "plot_training_curves",
            "plot_allreduce_sweep", "allreduce_explorer", "plot_condition_curves", "plot_temperature_alpha",
            "distillation_explorer", "temperature_alpha_chart",
-           "kernel_chart", "kernel_explorer", "plot_kernel_sweep"]
+           "kernel_chart", "kernel_explorer", "plot_kernel_sweep",
+           "plot_int8_grid", "plot_serving", "serving_chart", "serving_explorer"]
