@@ -250,3 +250,35 @@ def test_chapter_seven_kernel_chart_moves_without_a_kernel(site):
     problems = _problems(page, site[1])
     assert not problems, "\n".join(problems)
     page.close()
+
+
+def test_chapter_ten_dashboard_chart_switches_without_a_kernel(site):
+    page = _open(site, "book/10_putting_it_together")
+    chart = "Array.from(document.querySelectorAll('.vitlib-static-chart')).find(c => " \
+            "c.querySelector('.gtitle').textContent.startsWith('Dashboard: '))"
+    title = f"{chart}.querySelector('.gtitle').textContent"
+    assert page.evaluate(f"Boolean({chart})"), "no chart titled 'Dashboard: ...' on the page"
+    header = f"{chart}.querySelector('.updatemenu-header').textContent"
+    page.click(*_centre(page, f"{chart}.querySelector('.updatemenu-header')"))
+    options = page.evaluate(f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
+                            ".map(b => b.textContent)")
+    other = next(o for o in options if o != page.evaluate(header))
+    page.click(*_centre(page, f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
+                              f".find(b => b.textContent === {other!r})"))
+    optimisation = other.split(": ", 1)[1]
+    page.wait_for(f"{title}.endsWith({f'with {optimisation}'!r})", timeout=10,
+                  what=f"the dashboard to show {optimisation}")
+    current = f"{chart}.querySelector('.slider-group > text.slider-label').textContent"
+    labels = page.evaluate(f"Array.from({chart}.querySelectorAll('.slider-label-group')).map(g => g.textContent)")
+    assert len(labels) >= 2 and page.evaluate(title).startswith(f"Dashboard: {labels[0]} ")
+    target = labels[-1]
+    x, _ = _centre(page, f"Array.from({chart}.querySelectorAll('.slider-label-group'))"
+                         f".find(g => g.textContent === {target!r})")
+    _, y = _centre(page, f"{chart}.querySelector('.slider-rail-touch-rect')")
+    page.click(x, y)
+    page.wait_for(f"{current}.endsWith({target!r})", timeout=10, what=f"the slider to reach {target}")
+    expected = f"Dashboard: {target} of each model with {optimisation}"
+    page.wait_for(f"{title} === {expected!r}", timeout=10, what=f"the title to read {expected!r}")
+    problems = _problems(page, site[1])
+    assert not problems, "\n".join(problems)
+    page.close()

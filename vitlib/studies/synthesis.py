@@ -1,0 +1,498 @@
+"""Chapter 10 (putting it together): every model of the book under one budget, the deployment paths
+on top, every chapter's claims in one table, and what the measurements say to choose.
+
+:func:`claims_table` gathers C1-C15 from what the chapters recorded (:mod:`vitlib.results`);
+:func:`same_budget` trains each family with its recipe, the same epochs, the same images;
+:func:`latency_table` times the trained models in eager, interleaved, and after each deployment
+path (:mod:`vitlib.export`), a path that fails being a row that says why; :func:`pareto_front`
+marks the rows no other beats on two measures; :func:`overall` judges claim C15 and
+:func:`decision_guide` says what to choose for which goal, every figure measured in the run.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from ..bench import (count_flops, count_parameters, default_threads, inference_fn, time_interleaved,
+                     train_step_fn)
+from ..claims import CLAIMS, Measured, all_of, verdict
+
+__all__ = ["CLAIM_CHAPTERS", "FAMILIES", "DEFAULT_FAMILIES", "OPTIMISATIONS", "Trained", "Overall",
+           "claims_table", "same_budget", "latency_table", "pareto_front", "overall", "decision_guide"]
+
+#: The chapter (notebook stem) that tests each claim.
+CLAIM_CHAPTERS: dict[str, str] = {
+    "C1": "02_lightweight_models", "C2": "02_lightweight_models", "C3": "02_lightweight_models",
+    "C4": "03_levit", "C5": "03_levit", "C6": "03_levit", "C7": "04_crossvit", "C8": "04_crossvit",
+    "C9": "05_navit", "C10": "05_navit", "C11": "06_distillation", "C12": "08_deployment",
+    "C13": "08_deployment", "C14": "09_scaling_out", "C15": "10_putting_it_together"}
+#: The families :func:`same_budget` trains: the baseline ViT, the four architectures of the blog
+#: post (chapters 2-5) and, as a reference that is no ViT, chapter 6's ResNet teacher. A
+#: DistillableViT is left out: its budget would have to include its teacher's training, and at
+#: inference it is the ViT of its size with one more token.
+FAMILIES = ("vit", "simple_vit", "levit", "cross_vit", "navit", "resnet")
+#: What :func:`same_budget` trains unless told: the transformers the blog post compares.
+DEFAULT_FAMILIES = ("vit", "simple_vit", "levit", "cross_vit", "navit")
+#: ``"eager"`` and the deployment paths of :mod:`vitlib.export` that :func:`latency_table` runs.
+OPTIMISATIONS = ("eager", "int8", "export", "onnx", "torchscript", "compile")
+RESULT_COLUMNS = ("id", "claim", "chapter", "measured", "verdict", "device", "mode", "date", "commit")
+
+
+# the claims of every chapter ------------------------------------------------------------------
+
+
+def _entry(chapter: str, row: Mapping, prov: Mapping, mode: str | None) -> dict:
+    threads = f", {prov['threads']} threads" if prov.get("threads") and prov.get("device") == "cpu" else ""
+    return {"chapter": chapter, "measured": str(row["measured"]), "verdict": str(row["verdict"]),
+            "mode": mode, "device": f"{prov.get('device', '?')}: {prov.get('device_name', '?')}{threads}",
+            "date": row.get("date", prov.get("date")), "commit": row.get("commit", prov.get("commit"))}
+
+
+def claims_table(results: Mapping[str, Mapping] | None = None, extra_rows: Sequence[Mapping] = ()):
+    """All fifteen claims in order, one row each: ``id``, ``claim`` (its words), ``chapter`` (the
+    notebook that tests it), ``measured``, ``verdict``, ``device``, ``mode``, ``date``, ``commit``.
+
+    Rows come from ``results`` (chapter -> recorded results, default
+    :func:`vitlib.results.load_all`): the claim's own chapter first, else any chapter that recorded
+    it. ``extra_rows`` (``id``, ``measured``, ``verdict``, optionally ``device``, ``mode``, ``date``
+    and ``commit``) are claims measured in this run; they replace what was recorded. A claim no
+    chapter has recorded says "not measured yet: run chapter N" and has no figures."""
+    import pandas as pd
+
+    from ..bench import provenance
+    from ..results import load_all
+
+    results = load_all() if results is None else results
+    found: dict[str, dict] = {}
+    for own in (True, False):  # a claim's own chapter first, then any other that recorded it
+        for chapter, data in results.items():
+            for row in data.get("claims", []):
+                if (CLAIM_CHAPTERS.get(row["id"]) == chapter) == own and row["id"] not in found:
+                    found[row["id"]] = _entry(chapter, row, data.get("provenance", {}), data.get("mode"))
+    for row in extra_rows:
+        if row.get("id") not in CLAIMS or not {"measured", "verdict"} <= set(row):
+            raise ValueError(f"each extra row needs an id among {list(CLAIMS)}, a measured and a verdict; "
+                             f"received {dict(row)!r:.200}")
+        found[row["id"]] = _entry(CLAIM_CHAPTERS[row["id"]], row, provenance(row.get("device", "cpu")),
+                                  row.get("mode"))
+    out = []
+    for cid, words in CLAIMS.items():
+        chapter = CLAIM_CHAPTERS[cid]
+        row = found.get(cid) or {"chapter": chapter, "verdict": "not measured yet",
+                                 "measured": f"not measured yet: run chapter {int(chapter[:2])} ({chapter})"}
+        out.append({"id": cid, "claim": words, **{k: row.get(k) for k in RESULT_COLUMNS[2:]}})
+    return pd.DataFrame(out, columns=list(RESULT_COLUMNS))
+
+
+# every family under one budget ----------------------------------------------------------------
+
+
+class Trained:
+    """What :func:`same_budget` keeps beside its table (``table.attrs["trained"]``): by model
+    name, the trained ``models`` (CPU, eval mode), their ``data`` (a DataSplit each), training
+    ``histories`` (History frames) and the ``forward_kwargs`` they run with (NaViT's packing).
+    pandas deep-copies a table's ``attrs`` with every operation; this is shared instead."""
+
+    def __init__(self, models: dict, data: dict, histories: dict, forward_kwargs: dict) -> None:
+        self.models, self.data, self.histories, self.forward_kwargs = models, data, histories, forward_kwargs
+
+    def __deepcopy__(self, memo) -> "Trained":
+        return self
+
+
+def _recipe(family: str, mode: str) -> dict:
+    """``family``'s recipe from scratch (no ImageNet start), NaViT's images all at full size."""
+    from ..train import recipe_for
+
+    recipe = {k: dict(v) if isinstance(v, dict) else v for k, v in recipe_for(family, mode).items()
+              if k != "weights"}
+    if recipe["dataset"].get("mixed_scales"):  # mixed resolutions are chapter 5's question
+        recipe["dataset"]["mixed_scales"] = (1.0,)
+    return recipe
+
+
+def _first(dataset, n: int):
+    """The first ``n`` images of a data set (a batch tensor, or a list for a list dataset) and labels."""
+    from ..data import ImageListDataset, TensorImageDataset
+
+    if isinstance(dataset, (TensorImageDataset, ImageListDataset)):
+        images = dataset.images[:n]
+        return (list(images) if isinstance(images, (list, tuple)) else images), dataset.labels[:n]
+    pairs = [dataset[i] for i in range(min(n, len(dataset)))]
+    return torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
+
+
+def _steps(trained: Trained, batches: dict, device, rounds: int, min_run_time: float) -> dict[str, list]:
+    """One training step of each model (forward, loss, backward, AdamW, on a copy) on its first
+    training images, all models timed interleaved (:func:`vitlib.bench.time_interleaved`)."""
+    fns = {}
+    for name, model in trained.models.items():
+        x, y = _first(trained.data[name].train, batches[name])
+        x = [i.to(device) for i in x] if isinstance(x, list) else x.to(device)
+        fns[name] = train_step_fn(model.to(device), x, y.to(device), **trained.forward_kwargs[name])
+        model.cpu()  # the step runs on its own copy
+    return time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, device=device)
+
+
+def same_budget(families: Sequence[str] | None = None, *, epochs: int, seed: int = 0, mode: str = "quick",
+                data=None, device: torch.device | str = "cpu", overrides: Mapping[str, Mapping] | None = None,
+                step_rounds: int = 2, min_run_time: float = 0.1, progress: bool = False, **fit_overrides):
+    """Train each of ``families`` (default :data:`DEFAULT_FAMILIES`) with its ``mode`` recipe
+    (:func:`vitlib.train.recipe_for`), the same ``epochs`` and ``seed``, on the same images and
+    split (the digits in quick mode), each at its recipe's resolution (LeViT's stem needs twice
+    ViT's). ``data`` reuses a loaded DataSplit where a recipe asks for its data set and size;
+    ``overrides`` maps a family to model keywords; ``fit_overrides`` go to every run. Runs one
+    after another meet a shared machine's slow spells unequally, so with ``step_rounds`` a
+    training step of every model (its recipe's batch) is then timed interleaved: with the same
+    images, batch and epochs every model takes the same steps, so their ratio is that of training.
+
+    Returns a DataFrame, one row per model: ``model``, ``family``, ``image_px``, ``params``,
+    ``flops`` (one image, forward), ``train_s`` (the training epochs, :func:`vitlib.train.fit`'s
+    ``train_s``), ``step_ms`` (median interleaved step), ``accuracy`` (final test accuracy, 0-1),
+    ``test_size``. ``attrs``: ``trained`` (:class:`Trained`), ``step_times`` and ``epoch_times``
+    (each timed step's and epoch's seconds by model), ``epochs``, ``seed``, ``mode``, ``device``."""
+    import pandas as pd
+
+    from ..train import load_recipe_data, train_recipe
+
+    families = list(DEFAULT_FAMILIES if families is None else families)
+    if not families or len(set(families)) != len(families) or set(families) - set(FAMILIES):
+        raise ValueError(f"families must be distinct names among {list(FAMILIES)}; received {families}")
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be a positive int; received {epochs!r}")
+    overrides = dict(overrides or {})
+    if set(overrides) - set(families):
+        raise ValueError(f"overrides name families that are not trained: "
+                         f"{sorted(set(overrides) - set(families))}; trained: {families}")
+    loaded = {} if data is None else {(data.name, data.image_size[0]): data}
+    rows, models, splits, histories, kwargs, times, batches = [], {}, {}, {}, {}, {}, {}
+    for family in families:
+        recipe = _recipe(family, mode)
+        spec = recipe["dataset"]
+        key = ("list",) * bool(spec.get("mixed_scales")) + (spec["name"], spec["image_size"])  # list: NaViT
+        if key not in loaded:
+            loaded[key] = load_recipe_data(recipe, seed=seed)
+        split = loaded[key]
+        model, history, _ = train_recipe(recipe, model_name=family if family == "vit" else None,
+                                         model_overrides=overrides.get(family), seed=seed, device=device,
+                                         progress=progress, data=split, epochs=epochs, **fit_overrides)
+        model, frame = model.cpu().eval(), history.frame()
+        name, one = type(model).__name__, _first(split.test, 1)[0]
+        models[name], splits[name], histories[name] = model, split, frame
+        kwargs[name] = dict(recipe["fit"].get("forward_kwargs") or {})
+        times[name] = [float(t) for t in frame["train_s"]]
+        batches[name] = fit_overrides.get("batch_size", recipe["fit"]["batch_size"])
+        rows.append({"model": name, "family": family, "image_px": int(split.image_size[0]),
+                     "params": count_parameters(model), "flops": count_flops(model, one),
+                     "train_s": float(frame["train_s"].sum()), "accuracy": float(frame["test_acc"].iloc[-1]),
+                     "test_size": len(split.test)})
+    trained = Trained(models, splits, histories, kwargs)
+    steps = _steps(trained, batches, torch.device(device), step_rounds, min_run_time) if step_rounds else {}
+    table = pd.DataFrame(rows)
+    table.insert(6, "step_ms", [Measured.of_values(steps[n]).value * 1e3 if steps else None for n in models])
+    table.attrs.update(trained=trained, step_times=steps, epoch_times=times, epochs=epochs, seed=seed,
+                       mode=mode, device=str(device), test_size=rows[0]["test_size"])
+    return table
+
+
+# latency, eager and deployed ------------------------------------------------------------------
+
+
+class _Served(nn.Module):
+    """A model called with its forward keywords (NaViT packs its images), as one module that the
+    deployment paths can take: ``served(x) == model(x, **forward_kwargs)``."""
+
+    def __init__(self, model: nn.Module, forward_kwargs: Mapping) -> None:
+        super().__init__()
+        self.model, self.forward_kwargs = model, dict(forward_kwargs)
+
+    @property
+    def config(self) -> dict:  # what an INT8 file records (to measure its size)
+        return self.model.config
+
+    def forward(self, x):
+        return self.model(x, **self.forward_kwargs)
+
+    def example_input(self, batch: int = 1, device=None):
+        return self.model.example_input(batch, device=device)
+
+
+def _chain(a: Measured, b: Measured) -> Measured:
+    """Two speed-ups in a row (A over B, then B over C), their bounds multiplied."""
+    return Measured(a.value * b.value, a.low * b.low, a.high * b.high, min(a.n, b.n), "x",
+                    f"two ranges multiplied, at least {min(a.n, b.n)} timings a side")
+
+
+def _paths(optimisations, names: list[str]) -> dict[str, list[str]]:
+    chosen = optimisations if isinstance(optimisations, Mapping) else dict.fromkeys(optimisations)
+    wanted = {p: list(names if ms is None else ms) for p, ms in chosen.items()}
+    if any(p not in OPTIMISATIONS for p in wanted) or "eager" not in wanted:
+        raise ValueError(f"optimisations must include 'eager' and name some of {list(OPTIMISATIONS)}; "
+                         f"received {list(wanted)}")
+    for p, ms in wanted.items():
+        if set(ms) - set(names):
+            raise ValueError(f"optimisations[{p!r}] names models that are not in the table: "
+                             f"{sorted(set(ms) - set(names))}; they are {names}")
+    return wanted
+
+
+def latency_table(models, x=None, optimisations: Sequence[str] | Mapping[str, Sequence[str] | None] = (
+                  "eager", "int8", "onnx"), *, baseline: str = "ViT", batch: int = 16, accuracy: bool = True,
+                  rounds: int = 3, min_run_time: float = 0.2, num_threads: int | None = None,
+                  progress: bool = False):
+    """Each model's inference latency in eager and after each deployment path, on the CPU (where
+    dynamic INT8 and ONNX Runtime run, so that every ratio compares like with like).
+
+    ``models``: a :func:`same_budget` table (or some of its rows) or a mapping from names to
+    models. ``x``: the batch (a tensor, or one per name); default: the first ``batch`` test images
+    of each model's data. ``optimisations``: ``"eager"`` and paths of :data:`OPTIMISATIONS`, or a
+    mapping from each to the models it runs on (None: all), for paths too slow to build for all.
+
+    Eager: every model timed interleaved (:func:`vitlib.bench.time_interleaved`), its speed-up over
+    ``baseline`` from those times. A path: :func:`vitlib.export.export` measures it against the
+    same model's eager; its latency is the model's eager median over that speed-up, its speed-up
+    over the baseline the two ratios in a row (bounds multiplied), its test accuracy measured with
+    ``accuracy`` on a :func:`same_budget` table. A path that fails is a row that says why.
+
+    Columns: ``model``, ``optimisation``, ``works``, ``reason``, ``params``, ``flops``,
+    ``train_s``, ``accuracy``, ``batch``, ``ms`` (per batch, median), ``ms_low``, ``ms_high``,
+    ``speedup`` (a :class:`~vitlib.claims.Measured` over the model's eager) and ``vs_baseline``
+    (over the baseline's eager; None without a baseline). ``attrs``: ``baseline``, ``batch``,
+    ``threads``, and a :func:`same_budget` table's ``step_times``, ``epoch_times``, ``test_size``,
+    ``epochs``."""
+    import pandas as pd
+
+    from ..export import PathError, export
+
+    budget = models if isinstance(models, pd.DataFrame) else None
+    if budget is not None:
+        trained = budget.attrs.get("trained")
+        if not isinstance(trained, Trained):
+            raise ValueError("latency_table takes a same_budget table (with attrs['trained']) or a mapping "
+                             "from names to models; received a DataFrame without trained models")
+        info = budget.set_index("model")
+        nets, kwargs = {n: trained.models[n] for n in info.index}, trained.forward_kwargs
+    elif isinstance(models, Mapping) and models and all(isinstance(m, nn.Module) for m in models.values()):
+        nets, kwargs, info, trained = dict(models), {}, None, None
+    else:
+        raise TypeError(f"models must be a same_budget table or a non-empty mapping of names to models; "
+                        f"received {type(models).__name__}")
+    names = list(nets)
+    wanted = _paths(optimisations, names)
+    if x is None and trained is None:
+        raise ValueError("latency_table needs x (a batch, or a batch per model) for models given as a "
+                         "mapping; received x=None")
+    inputs = {n: x[n] if isinstance(x, Mapping) else x if x is not None
+              else _first(trained.data[n].test, batch)[0] for n in names}
+    threads = num_threads or default_threads()
+    timing = dict(rounds=rounds, min_run_time=min_run_time, num_threads=threads)
+    for n in names:
+        nets[n] = nets[n].cpu().eval()
+    fns = {n: inference_fn(nets[n], inputs[n], **kwargs.get(n, {})) for n in names}
+    times = time_interleaved(fns, progress="eager latency" if progress else None, **timing)
+    base = baseline if baseline in names else None
+    figures = {n: {} if info is None else {"params": int(info.loc[n, "params"]), "flops": int(
+        info.loc[n, "flops"]), "train_s": float(info.loc[n, "train_s"])} for n in names}
+    rows = []
+    for n in names:
+        eager = Measured.of_values(times[n])
+        rows.append({"model": n, "optimisation": "eager", "works": True, "reason": None, **figures[n],
+                     "accuracy": None if info is None else float(info.loc[n, "accuracy"]),
+                     "batch": len(inputs[n]), "ms": eager.value * 1e3, "ms_low": eager.low * 1e3,
+                     "ms_high": eager.high * 1e3, "speedup": Measured.exact(1.0, "x"),
+                     "vs_baseline": Measured.ratio(times[base], times[n]) if base else None})
+    by_name = {r["model"]: r for r in rows}
+    for path, chosen in wanted.items():
+        for n in (m for m in names if path != "eager" and m in chosen):
+            model = _Served(nets[n], kwargs[n]) if kwargs.get(n) else nets[n]
+            data = trained.data[n].test if accuracy and trained is not None else None
+            row = {"model": n, "optimisation": path, **figures[n], "batch": len(inputs[n])}
+            try:
+                result = export(model, path, inputs[n], data=data, **timing)
+            except PathError as err:
+                rows.append({**row, "works": False, "reason": err.why})
+                continue
+            s, ms, vs = result.speedup, by_name[n]["ms"], by_name[n]["vs_baseline"]
+            rows.append({**row, "works": True, "reason": None, "accuracy": result.accuracy,
+                         "ms": ms / s.value, "ms_low": ms / s.high, "ms_high": ms / s.low, "speedup": s,
+                         "vs_baseline": _chain(vs, s) if base else None})
+    table = pd.DataFrame(rows)
+    table.attrs.update(baseline=base, batch=batch if x is None else None, threads=threads,
+                       optimisations=list(wanted))
+    if budget is not None:
+        keys = ("step_times", "epoch_times", "test_size", "epochs", "mode")
+        table.attrs.update({k: budget.attrs[k] for k in keys})
+    return table
+
+
+# reading the table ----------------------------------------------------------------------------
+
+
+def pareto_front(df, x: str, y: str):
+    """A boolean Series over ``df``'s rows: True where no other row has an ``x`` at most as large
+    and a ``y`` at least as large, one of them strictly (``x`` is minimised, ``y`` maximised).
+    Rows missing either value are never on the front."""
+    import pandas as pd
+
+    for column in (x, y):
+        if column not in df.columns:
+            raise ValueError(f"pareto_front: no column {column!r}; the table has {list(df.columns)}")
+    xs = pd.to_numeric(df[x], errors="coerce").to_numpy(dtype=float)
+    ys = pd.to_numeric(df[y], errors="coerce").to_numpy(dtype=float)
+    ok = ~(pd.isna(xs) | pd.isna(ys))
+    front = [bool(ok[i]) and not any(ok[j] and xs[j] <= xs[i] and ys[j] >= ys[i]
+                                     and (xs[j] < xs[i] or ys[j] > ys[i]) for j in range(len(df)))
+             for i in range(len(df))]
+    return pd.Series(front, index=df.index, name=f"front of {y} against {x}")
+
+
+def _rows(table) -> list[dict]:
+    need = {"model", "optimisation", "works", "accuracy"}
+    if not need <= set(table.columns):
+        raise ValueError(f"expected a latency_table with columns {sorted(need)}; received "
+                         f"{list(table.columns)}")
+    return [r for r in table.to_dict("records") if r["works"] and r["accuracy"] is not None
+            and not (isinstance(r["accuracy"], float) and math.isnan(r["accuracy"]))]
+
+
+def _time_ratio(base: Sequence[float], other: Sequence[float], what: str) -> Measured:
+    """``other``'s training time as a multiple of ``base``'s, from their times of ``what``."""
+    r = Measured.ratio(other, base)  # the median of other's times over base's: below 1 when other is faster
+    n, m = len(base), len(other)
+    return Measured(r.value, r.low, r.high, r.n, "x", "range from both sides' IQRs, "
+                    + (f"{n} {what} a side" if n == m else f"{n} and {m} {what}"))
+
+
+@dataclass
+class Overall:
+    """Claim C15 judged on ``model`` with ``optimisation``, the best of the ``candidates`` (every
+    combination that keeps the baseline's accuracy, each with its verdict)."""
+
+    model: str
+    optimisation: str
+    baseline: str
+    training_time: Measured
+    inference_speedup: Measured
+    accuracy_difference: Measured
+    verdict: str
+    candidates: Any = field(repr=False)
+
+    def measured(self) -> str:
+        return (f"{_name(vars(self))} against {self.baseline} in eager (the best of "
+                f"{len(self.candidates)} combinations not clearly less accurate): training time as a "
+                f"multiple of {self.baseline}'s {self.training_time}; inference speed-up "
+                f"{self.inference_speedup}; accuracy {self.accuracy_difference}")
+
+    def row(self) -> dict:
+        """The claims-table row: ``id``, ``measured``, ``verdict``."""
+        return {"id": "C15", "measured": self.measured(), "verdict": self.verdict}
+
+
+_RANK = {"holds": 0, "inconclusive on this machine": 1, "does not hold": 2}
+
+
+def overall(table, baseline: str = "ViT", *, saving_pct: float = 40.0, speedup: float = 3.0) -> Overall:
+    """Claim C15, '"training time -40%, inference 3x faster" overall', on a :func:`latency_table`.
+
+    Candidates: every combination of a model and a path that works and whose accuracy is not
+    clearly below the baseline's eager accuracy (the upper bound of their difference,
+    :meth:`Measured.difference` on the test set, reaches 0). Each is judged on two parts, with
+    :func:`~vitlib.claims.verdict` and :func:`~vitlib.claims.all_of`: "training time -40%", its
+    model's training time over the baseline's, at most ``1 - saving_pct / 100`` (from
+    the interleaved training steps, ``attrs["step_times"]``, else from the epochs one after another,
+    ``attrs["epoch_times"]``); and "inference 3x faster", its speed-up over the baseline in eager
+    (``vs_baseline``), at least ``speedup``. The claim is judged on the best candidate: one that
+    holds, else one whose verdict is inconclusive, else the one that comes closest."""
+    import pandas as pd
+
+    rows = _rows(table)
+    steps, test_size = table.attrs.get("step_times"), table.attrs.get("test_size")
+    what = "interleaved training steps" if steps else "epochs"
+    times = steps or table.attrs.get("epoch_times")
+    if not times or not test_size:
+        raise ValueError("overall needs a latency_table of a same_budget table: attrs 'step_times' or "
+                         f"'epoch_times', and 'test_size'; received attrs {sorted(table.attrs)}")
+    base = [r for r in rows if r["model"] == baseline and r["optimisation"] == "eager"]
+    if not base:
+        raise ValueError(f"no eager row of the baseline {baseline!r} with an accuracy; the table has "
+                         f"{sorted({r['model'] for r in rows})}")
+    judged = []
+    for r in rows:
+        diff = Measured.difference([float(base[0]["accuracy"])], [float(r["accuracy"])], int(test_size))
+        if diff.high < 0 or r.get("vs_baseline") is None:
+            continue
+        ratio = _time_ratio(times[baseline], times[r["model"]], what)
+        parts = {f"training time -{saving_pct:g}%": verdict(
+                     ratio, 1 - saving_pct / 100, at_least=False, because=f"{r['model']}'s {what} against "
+                                                                           f"{baseline}'s"),
+                 f"inference {speedup:g}x faster": verdict(
+                     r["vs_baseline"], speedup, because=f"{_name(r)} against {baseline} in eager, batch "
+                                                        f"{r.get('batch')}, cpu")}
+        text = all_of(parts)
+        closeness = min((1 - saving_pct / 100) / ratio.value, r["vs_baseline"].value / speedup)
+        judged.append({"model": r["model"], "optimisation": r["optimisation"], "training_time": ratio,
+                       "inference_speedup": r["vs_baseline"], "accuracy_difference": diff, "verdict": text,
+                       "_key": (_RANK.get(text.split("\n")[0], 1), -closeness)})
+    best = min(judged, key=lambda j: j["_key"])
+    return Overall(**{k: v for k, v in best.items() if k != "_key"}, baseline=baseline,
+                   candidates=pd.DataFrame([{k: v for k, v in j.items() if k != "_key"} for j in judged]))
+
+
+def _name(r: Mapping) -> str:
+    return r["model"] if r["optimisation"] == "eager" else f"{r['model']} with {r['optimisation']}"
+
+
+def decision_guide(table):
+    """What to choose for which goal, from a :func:`latency_table`: a DataFrame with ``goal``,
+    ``choice`` and ``measured`` (every figure from the table): the most accurate, the fastest
+    inference that is not clearly less accurate than the most accurate (test-set uncertainty),
+    the fastest inference of all, the fastest to train (interleaved steps where measured), the
+    smallest, the fewest FLOPs, the largest gain from a path, and the paths that fail."""
+    import pandas as pd
+
+    rows, attrs = _rows(table), table.attrs
+    if not rows:
+        raise ValueError("decision_guide needs at least one working row with an accuracy; received none")
+    eager = [r for r in rows if r["optimisation"] == "eager"]
+    steps = {n: Measured.of_values(t).value * 1e3 for n, t in (attrs.get("step_times") or {}).items()}
+    best = max(rows, key=lambda r: r["accuracy"])
+    guide = []
+
+    def add(goal: str, candidates: list, key, text) -> None:
+        if candidates:
+            r = min(candidates, key=key)
+            guide.append((goal, _name(r), f"{text(r)}; {r['accuracy']:.1%} test accuracy"))
+
+    def speed(r) -> str:
+        vs = r.get("vs_baseline")
+        versus = f", {vs.value:.2f}x {attrs['baseline']}'s eager" if attrs.get("baseline") and vs else ""
+        return f"{r['ms']:.2f} ms per batch of {r['batch']}{versus}"
+
+    def gap(r) -> Measured:
+        return Measured.difference([best["accuracy"]], [r["accuracy"]], int(attrs["test_size"]))
+
+    add("most accurate", [best], lambda r: 0, speed)
+    if attrs.get("test_size"):
+        add("fastest inference, not clearly less accurate than the most accurate",
+            [r for r in rows if gap(r).high >= 0], lambda r: r["ms"],
+            lambda r: f"{speed(r)} ({gap(r)} against {_name(best)})")
+    add("fastest inference of all", rows, lambda r: r["ms"], speed)
+    if eager and "train_s" in table.columns:
+        add("fastest to train", eager, lambda r: steps.get(r["model"], r["train_s"]),
+            lambda r: (f"{steps[r['model']]:.1f} ms per training step (interleaved), " if steps else "")
+            + f"{r['train_s']:.1f} s for {attrs.get('epochs')} epoch(s)")
+        add("fewest parameters", eager, lambda r: r["params"], lambda r: f"{int(r['params']):,} parameters")
+        add("fewest FLOPs", eager, lambda r: r["flops"], lambda r: f"{r['flops'] / 1e6:.2f} MFLOPs per image")
+    own = {r["model"]: r["accuracy"] for r in eager}
+    add("largest gain from a deployment path", [r for r in rows if r["optimisation"] != "eager"],
+        lambda r: -r["speedup"].value, lambda r: f"{r['speedup']} over its eager" + (
+            f", accuracy {(r['accuracy'] - own[r['model']]) * 100:+.1f} pt" if r["model"] in own else ""))
+    failed = table[~table["works"].astype(bool)].to_dict("records")
+    if failed:
+        guide.append(("paths that fail", ", ".join(map(_name, failed)),
+                      "; ".join(f"{_name(r)}: {r['reason']}" for r in failed)))
+    return pd.DataFrame(guide, columns=["goal", "choice", "measured"])
