@@ -56,6 +56,8 @@ def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
     assert rows.loc["C12", "measured"].startswith("not measured yet: run chapter 8")
     assert rows.loc["C14", "verdict"] == "not measured yet" and pd.isna(rows.loc["C14", "device"])
     assert rows.loc["C1", "claim"] == CLAIMS["C1"]
+    html = dash.claims_view(table).to_html()
+    assert "C2: " + CLAIMS["C2"] in html and "(quick mode) 20" in html and "pre-wrap" in html
 
 
 def test_claims_table_refuses_an_extra_row_without_an_id_or_verdict():

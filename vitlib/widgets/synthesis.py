@@ -11,8 +11,8 @@ import math
 
 from ..studies.synthesis import latency_table, pareto_front
 
-__all__ = ["METRICS", "LIVE", "label", "plot_pareto", "plot_overview", "overview_table", "metric_values",
-           "dashboard", "dashboard_chart"]
+__all__ = ["METRICS", "LIVE", "label", "plot_pareto", "plot_overview", "overview_table", "claims_view",
+           "metric_values", "dashboard", "dashboard_chart"]
 
 #: The dashboard's measures, as its controls name them (:func:`metric_values` computes each).
 METRICS = ("parameters (M)", "MFLOPs per image", "training time (s)", "latency (ms)", "speed-up over ViT",
@@ -82,6 +82,21 @@ def overview_table(table):
         "percent": ("test accuracy (%)", "{:.1f}"),
         "ms": (f"latency (ms per batch of {table['batch'].iloc[0]})", "{:.2f}"),
         "vs": (f"speed-up over {base}'s eager", ""), "note": ("fails because", "")})
+
+
+def claims_view(claims):
+    """A :func:`~vitlib.studies.synthesis.claims_table` as one of the book's tables: each claim's
+    words, what was measured, the verdict (its parts on lines of their own), where and when."""
+    from ..viz import table as book_table
+
+    shown = claims.assign(claim=claims["id"] + ": " + claims["claim"],
+                          where=[" ".join(str(v) for v in (d, m and f"({m} mode)", (t or "")[:10]) if v)
+                                 for d, m, t in zip(claims["device"].fillna(""), claims["mode"].fillna(""),
+                                                    claims["date"].fillna(""))])
+    styler = book_table(shown, {"claim": ("claim", ""), "chapter": ("chapter", ""),
+                                "measured": ("measured", ""), "verdict": ("verdict", ""),
+                                "where": ("device, mode, date", "")})
+    return styler.set_properties(**{"white-space": "pre-wrap", "text-align": "left"})
 
 
 def metric_values(table, metric: str) -> list[tuple[float | None, float | None, float | None]]:
