@@ -212,41 +212,26 @@ def test_chapter_two_knob_chart_switches_knobs_without_a_kernel(site):
     page.close()
 
 
-def test_chapter_five_dropout_chart_moves_without_a_kernel(site):
-    page = _open(site, "book/05_navit")
+@pytest.mark.parametrize("doc, prefix, shows", [
+    ("book/05_navit", "NaViT training step at", "token_dropout_prob {},"),
+    ("book/07_attention_and_precision", "One attention layer at", "at {} tokens"),
+    ("book/08_deployment", "Serving at batch", "at batch {} on"),
+])
+def test_a_charts_slider_moves_without_a_kernel(site, doc, prefix, shows):
+    page = _open(site, doc)
     chart = "Array.from(document.querySelectorAll('.vitlib-static-chart')).find(c => " \
-            "c.querySelector('.gtitle').textContent.startsWith('NaViT training step at'))"
+            f"c.querySelector('.gtitle').textContent.startsWith('{prefix}'))"
     title = f"{chart}.querySelector('.gtitle').textContent"
     current = f"{chart}.querySelector('.slider-group > text.slider-label').textContent"
     labels = page.evaluate(f"Array.from({chart}.querySelectorAll('.slider-label-group')).map(g => g.textContent)")
-    assert len(labels) >= 2 and f"token_dropout_prob {labels[0]}," in page.evaluate(title)
+    assert len(labels) >= 2 and shows.format(labels[0]) in page.evaluate(title)
     target = labels[-1]
     x, _ = _centre(page, f"Array.from({chart}.querySelectorAll('.slider-label-group'))"
                          f".find(g => g.textContent === '{target}')")
     _, y = _centre(page, f"{chart}.querySelector('.slider-rail-touch-rect')")
     page.click(x, y)
     page.wait_for(f"{current}.endsWith('{target}')", timeout=10, what=f"the slider to reach {target}")
-    assert f"token_dropout_prob {target}," in page.evaluate(title), page.evaluate(title)
-    problems = _problems(page, site[1])
-    assert not problems, "\n".join(problems)
-    page.close()
-
-
-def test_chapter_seven_kernel_chart_moves_without_a_kernel(site):
-    page = _open(site, "book/07_attention_and_precision")
-    chart = "Array.from(document.querySelectorAll('.vitlib-static-chart')).find(c => " \
-            "c.querySelector('.gtitle').textContent.startsWith('One attention layer at'))"
-    title = f"{chart}.querySelector('.gtitle').textContent"
-    current = f"{chart}.querySelector('.slider-group > text.slider-label').textContent"
-    labels = page.evaluate(f"Array.from({chart}.querySelectorAll('.slider-label-group')).map(g => g.textContent)")
-    assert len(labels) >= 2 and f"at {labels[0]} tokens" in page.evaluate(title)
-    target = labels[-1]
-    x, _ = _centre(page, f"Array.from({chart}.querySelectorAll('.slider-label-group'))"
-                         f".find(g => g.textContent === '{target}')")
-    _, y = _centre(page, f"{chart}.querySelector('.slider-rail-touch-rect')")
-    page.click(x, y)
-    page.wait_for(f"{current}.endsWith('{target}')", timeout=10, what=f"the slider to reach {target}")
-    assert f"at {target} tokens" in page.evaluate(title), page.evaluate(title)
+    assert shows.format(target) in page.evaluate(title), page.evaluate(title)
     problems = _problems(page, site[1])
     assert not problems, "\n".join(problems)
     page.close()

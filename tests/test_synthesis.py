@@ -58,6 +58,9 @@ def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
     assert rows.loc["C1", "claim"] == CLAIMS["C1"]
     html = dash.claims_view(table).to_html()
     assert "C2: " + CLAIMS["C2"] in html and "(quick mode) 20" in html and "pre-wrap" in html
+    assert "an earlier run" not in html  # recorded at this very commit
+    older = table.assign(commit=table["commit"].where(table["id"] != "C2", "0123456789abcdef"))
+    assert "an earlier run, at commit 0123456" in dash.claims_view(older).to_html()
 
 
 def test_claims_table_refuses_an_extra_row_without_an_id_or_verdict():

@@ -101,7 +101,8 @@ def _cell(row) -> str:
     saved = row.get("size_mb") is not None and row["size_mb"] == row["size_mb"]  # neither None nor NaN
     size = f", {row['size_mb']:.2f} MB" if saved else ""
     built = f", compiled in {row['build_s']:.0f} s" if row["path"] == "compile" else ""
-    return f"works: {row['speedup']:.2f}x{size}{built}, max diff {row['max_abs_diff']:.1e}"
+    spread = f" ({row['speedup_low']:.2f}-{row['speedup_high']:.2f}, {row['calls']:.0f} timings)"
+    return f"works: {row['speedup']:.2f}x{spread}{size}{built}, max diff {row['max_abs_diff']:.1e}"
 
 
 def matrix_table(matrix):

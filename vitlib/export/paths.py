@@ -38,7 +38,7 @@ _FUNCTIONS: dict[str, Callable[..., Exported]] = {}
 #: What every path function passes on to :func:`~vitlib.export.measure`.
 _MEASURING = ("rounds", "min_run_time", "num_threads", "batch_size")
 
-TORCHSCRIPT_NOTE = "deprecated path: TorchScript is in maintenance only; torch.export is its successor"
+TORCHSCRIPT_NOTE = "deprecated path: torch.jit warns that TorchScript is deprecated; torch.export is its successor"
 
 
 class PathError(RuntimeError):

@@ -18,7 +18,11 @@
   with every image labelled and with few, temperature and alpha, teacher against student speed;
 * :mod:`~vitlib.studies.deployment` (chapter 8): INT8 and ONNX Runtime against eager, accuracy,
   speed and the memory of a served model, the ``export`` suite;
-* :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun.
+* :mod:`~vitlib.studies.deployment` (chapter 8): INT8 and ONNX Runtime against eager, the memory of
+  a serving process, latency and throughput against batch size and threads, the ``export`` suite;
+* :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun;
+* :mod:`~vitlib.studies.synthesis` (chapter 10): every model under one budget, the deployment paths
+  on top, the claims gathered from every chapter, claim C15 and a decision guide.
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """

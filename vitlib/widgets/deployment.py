@@ -11,9 +11,10 @@ COLOURS = {"eager": "#636363", "int8": "#31a354", "onnx": "#08519c", "export": "
 
 def plot_int8_grid(ax, weight: torch.Tensor, title: str = "") -> None:
     """A histogram of ``weight`` (one linear layer's), with the INT8 grid that dynamic quantisation
-    rounds it to (one scale per tensor: ``max |w| / 127``) and the rounding error's size."""
+    rounds it to (torch's default: one symmetric scale per tensor, ``max |w| / 127.5``) and the
+    rounding error's size."""
     w = weight.detach().float().flatten()
-    scale = w.abs().max().item() / 127
+    scale = w.abs().max().item() / 127.5
     error = (torch.round(w / scale) * scale - w).abs()
     ax.hist(w.numpy(), bins=120, color="#bdbdbd")
     for k in range(-127, 128, 8):

@@ -87,12 +87,18 @@ def overview_table(table):
 def claims_view(claims):
     """A :func:`~vitlib.studies.synthesis.claims_table` as one of the book's tables: each claim's
     words, what was measured, the verdict (its parts on lines of their own), where and when."""
+    from ..bench import provenance
     from ..viz import table as book_table
 
-    shown = claims.assign(claim=claims["id"] + ": " + claims["claim"],
-                          where=[" ".join(str(v) for v in (d, m and f"({m} mode)", (t or "")[:10]) if v)
-                                 for d, m, t in zip(claims["device"].fillna(""), claims["mode"].fillna(""),
-                                                    claims["date"].fillna(""))])
+    now = str(provenance("cpu").get("commit") or "")
+
+    def where(d, m, t, c) -> str:
+        text = " ".join(str(v) for v in (d, m and f"({m} mode)", (t or "")[:10]) if v)
+        earlier = c and now and c != now  # recorded at another commit than this run's
+        return text + (f"; an earlier run, at commit {c[:7]}" if earlier else "")
+
+    columns = [claims[c].fillna("") for c in ("device", "mode", "date", "commit")]
+    shown = claims.assign(claim=claims["id"] + ": " + claims["claim"], where=[where(*r) for r in zip(*columns)])
     styler = book_table(shown, {"claim": ("claim", ""), "chapter": ("chapter", ""),
                                 "measured": ("measured", ""), "verdict": ("verdict", ""),
                                 "where": ("device, mode, date", "")})
