@@ -68,20 +68,22 @@ def _speed(m) -> str:
 
 
 def overview_table(table):
-    """A latency table as one of the book's tables (:func:`vitlib.viz.table`)."""
+    """A latency table as one of the book's tables (:func:`vitlib.viz.table`): each model and path's
+    accuracy, latency and speed-up over the baseline's eager (parameters, FLOPs and training time
+    are the :func:`~vitlib.studies.synthesis.same_budget` table's), and why a path fails."""
     from ..viz import table as book_table
 
     base = table.attrs.get("baseline") or "the baseline"
-    shown = table.assign(mparams=table["params"] / 1e6, mflops=table["flops"] / 1e6,
-                         percent=table["accuracy"].astype(float) * 100,
+    shown = table.assign(percent=table["accuracy"].astype(float) * 100,
                          vs=[_speed(m) for m in table["vs_baseline"]],
                          note=[r if isinstance(r, str) else "" for r in table["reason"]])
-    return book_table(shown, {
-        "model": ("model", ""), "optimisation": ("optimisation", ""), "mparams": ("parameters (M)", "{:.3f}"),
-        "mflops": ("MFLOPs per image", "{:.2f}"), "train_s": ("training (s)", "{:.1f}"),
-        "percent": ("test accuracy (%)", "{:.1f}"),
+    columns = {
+        "model": ("model", ""), "optimisation": ("optimisation", ""), "percent": ("test accuracy (%)", "{:.1f}"),
         "ms": (f"latency (ms per batch of {table['batch'].iloc[0]})", "{:.2f}"),
-        "vs": (f"speed-up over {base}'s eager", ""), "note": ("fails because", "")})
+        "vs": (f"speed-up over {base}'s eager", "")}
+    if shown["note"].astype(bool).any():
+        columns["note"] = ("fails because", "")
+    return book_table(shown, columns)
 
 
 def claims_view(claims):
