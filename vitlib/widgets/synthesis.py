@@ -104,7 +104,7 @@ def claims_view(claims):
     styler = book_table(shown, {"claim": ("claim", ""), "chapter": ("chapter", ""),
                                 "measured": ("measured", ""), "verdict": ("verdict", ""),
                                 "where": ("device, mode, date", "")})
-    return styler.set_properties(**{"white-space": "pre-wrap", "text-align": "left"})
+    return styler.set_properties(**{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"})
 
 
 def metric_values(table, metric: str) -> list[tuple[float | None, float | None, float | None]]:
