@@ -156,6 +156,18 @@ def _centre(page: Page, selector_js: str) -> tuple[float, float]:
     return box[0], box[1]
 
 
+def _choose_another_option(page: Page, chart: str) -> str:
+    """Open ``chart``'s dropdown, click an option other than the one shown, and return its label."""
+    header = f"{chart}.querySelector('.updatemenu-header').textContent"
+    page.click(*_centre(page, f"{chart}.querySelector('.updatemenu-header')"))
+    options = page.evaluate(f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
+                            ".map(b => b.textContent)")
+    other = next(o for o in options if o != page.evaluate(header))
+    page.click(*_centre(page, f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
+                              f".find(b => b.textContent === {other!r})"))
+    return other
+
+
 def test_chapter_one_has_math_widgets_and_a_chart_that_moves(site):
     page = _open(site, "book/01_anatomy")
     assert page.evaluate("document.querySelectorAll('mjx-container').length") > 0, "no typeset math"
@@ -198,13 +210,7 @@ def test_chapter_two_knob_chart_switches_knobs_without_a_kernel(site):
     chart = "document.querySelector('.vitlib-static-chart')"
     title = f"{chart}.querySelector('.gtitle').textContent"
     assert page.evaluate(title).startswith("One knob at a time: "), page.evaluate(title)
-    header = f"{chart}.querySelector('.updatemenu-header').textContent"
-    page.click(*_centre(page, f"{chart}.querySelector('.updatemenu-header')"))
-    options = page.evaluate(f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
-                            ".map(b => b.textContent)")
-    other = next(o for o in options if o != page.evaluate(header))
-    page.click(*_centre(page, f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
-                              f".find(b => b.textContent === {other!r})"))
+    other = _choose_another_option(page, chart)
     knob = other.split(": ", 1)[1].replace("_", " ")
     page.wait_for(f"{title}.endsWith({knob!r})", timeout=10, what=f"the chart to show the knob {knob}")
     problems = _problems(page, site[1])
@@ -243,13 +249,7 @@ def test_chapter_ten_dashboard_chart_switches_without_a_kernel(site):
             "c.querySelector('.gtitle').textContent.startsWith('Dashboard: '))"
     title = f"{chart}.querySelector('.gtitle').textContent"
     assert page.evaluate(f"Boolean({chart})"), "no chart titled 'Dashboard: ...' on the page"
-    header = f"{chart}.querySelector('.updatemenu-header').textContent"
-    page.click(*_centre(page, f"{chart}.querySelector('.updatemenu-header')"))
-    options = page.evaluate(f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
-                            ".map(b => b.textContent)")
-    other = next(o for o in options if o != page.evaluate(header))
-    page.click(*_centre(page, f"Array.from({chart}.querySelectorAll('.updatemenu-dropdown-button'))"
-                              f".find(b => b.textContent === {other!r})"))
+    other = _choose_another_option(page, chart)
     optimisation = other.split(": ", 1)[1]
     page.wait_for(f"{title}.endsWith({f'with {optimisation}'!r})", timeout=10,
                   what=f"the dashboard to show {optimisation}")
