@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vitlib import data as vdata
-from vitlib.data import cifar10, digits, image_folder, load_dataset, train_augment
+from vitlib.data import cifar10, digits, image_folder, load_dataset, stratified_split, train_augment
 
 
 @pytest.fixture
@@ -31,6 +31,20 @@ def test_digits_split_is_fixed_stratified_and_normalised(no_network):
     assert abs(a.train.images.mean().item()) < 1e-4 and abs(a.train.images.std().item() - 1) < 1e-3
     other = digits(image_size=16, seed=1)
     assert not torch.equal(other.test.labels, a.test.labels)
+
+
+def test_stratified_split_keeps_each_class_in_proportion():
+    labels = np.repeat(np.arange(3), [50, 30, 20])
+    train, test = stratified_split(labels, 0.1, seed=0)
+    assert len(test) == 10 and len(train) == 90  # not 11: 0.9 * 100 rounds to 90.00000000000001
+    assert np.array_equal(np.sort(np.concatenate([train, test])), np.arange(100))
+    assert np.bincount(labels[test]).tolist() == [5, 3, 2]
+    again, other = stratified_split(labels, 0.1, seed=0)[1], stratified_split(labels, 0.1, seed=1)[1]
+    assert np.array_equal(again, test) and not np.array_equal(other, test)
+    _, test = stratified_split(labels, 0.25, seed=0)  # 12.5, 7.5, 5: the larger remainder first
+    assert np.bincount(labels[test]).tolist() == [13, 7, 5]
+    with pytest.raises(ValueError, match="received 0.0"):
+        stratified_split(labels, 0.0)
 
 
 def test_digits_sizes_and_channels():

@@ -24,7 +24,7 @@ def test_hide_labels_keeps_a_stratified_share_and_every_image(data):
     labels = every.train.labels
     kept = labels != UNLABELLED
     assert len(every.train) == len(data.train) and every.train.images is data.train.images
-    assert kept.sum() == len(few.train) == int(0.1 * len(data.train))  # sklearn rounds a share down
+    assert kept.sum() == len(few.train) == int(0.1 * len(data.train))  # a share of the images, rounded down
     assert torch.equal(labels[kept], data.train.labels[kept]) and torch.equal(few.train.labels, labels[kept])
     assert torch.bincount(few.train.labels, minlength=10).min() >= 12  # every class, in proportion
     assert len(study.subset(data, 0.25).train) == int(0.25 * len(data.train))

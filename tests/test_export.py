@@ -162,11 +162,12 @@ def test_support_matrix_of_the_book_models(book):
 
 
 def test_onnx_in_the_matrix(model):
-    matrix = vexport.support_matrix({"SimpleViT": model}, ("onnx",), **TIMING)
-    row = matrix.iloc[0]
+    matrix = vexport.support_matrix({"SimpleViT": model}, ("export", "onnx"), **TIMING)
+    row = matrix.set_index("path").loc["onnx"]
     assert row["works"] and row["max_abs_diff"] <= EXACT["onnx"] and row["top1_agreement"] == 1.0
     assert row["agreement_images"] == 2 + 3 and row["opset"] >= 18
     assert row["size_mb"] > 0 and row["speedup"] > 0 and row["calls"] >= bench.MIN_CALLS
+    assert row["from_program"]  # converted from the export column's program, its batch still dynamic
 
 
 def test_errors_name_what_was_expected(model, book):
@@ -178,6 +179,8 @@ def test_errors_name_what_was_expected(model, book):
         vexport.to_export(model, colour="red")
     batch_of_one = vexport.to_export(model, model.example_input(1), **TIMING)  # the batch stays dynamic
     assert batch_of_one.batch == 1 and batch_of_one.agreement_images == 1 + 2
+    with pytest.raises(TypeError, match="program must be a torch.export.ExportedProgram .*; received SimpleViT"):
+        vexport.to_onnx(model, program=model)
     navit = book["NaViT"]()
     with pytest.raises(vexport.PathError, match="NaViT cannot take the torchscript path: .*batch of 2"):
         vexport.to_torchscript(navit, navit.example_input(1), **TIMING)
@@ -252,6 +255,9 @@ def test_export_suite_reports_its_figures(tmp_path, capsys, restore_threads):
     assert data["int8_weights_mb_int8"] < data["int8_weights_mb_fp32"]
     for key in ("int8_peak_mb_fp32", "int8_peak_mb_int8", "peak_mb_without_model"):
         assert data[key] > 0
+    for key in ("fp32", "int8"):  # the model's share: the peak minus the process before loading it
+        assert 0 < data[f"model_mb_{key}"] < data[f"int8_peak_mb_{key}"]
+    assert data["peak_mb_without_model"] == pytest.approx(data["int8_peak_mb_fp32"] - data["model_mb_fp32"])
     assert data["accuracy_model"]["test_images"] == 360 and 0 <= data["int8_accuracy"] <= 1
     assert "goals" in capsys.readouterr().out
 

@@ -33,6 +33,7 @@ __all__ = [
     "ImageListDataset",
     "mixed_resolution",
     "digits",
+    "stratified_split",
     "cifar10",
     "image_folder",
     "unreadable_images",
@@ -153,26 +154,62 @@ class DataSplit:
 # digits (quick mode)
 
 
+def stratified_split(labels, test_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)``, both sorted, with ``ceil(test_fraction * N)`` test items, each class
+    in the test set in proportion to its share of ``labels`` (largest remainders take the items
+    that rounding leaves), drawn at random within each class by ``seed``: the same seed gives the
+    same split on any machine."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1); received {test_fraction}")
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    n_test = int(np.ceil(test_fraction * len(labels) - 1e-9))  # 0.9 * 100 is 90.00000000000001
+    ideal = n_test * counts / len(labels)
+    take = np.floor(ideal).astype(int)
+    take[np.argsort(-(ideal - take), kind="stable")[: n_test - take.sum()]] += 1
+    rng = np.random.default_rng(seed)
+    test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)])
+    is_test = np.zeros(len(labels), dtype=bool)
+    is_test[test] = True
+    return np.flatnonzero(~is_test), np.flatnonzero(is_test)
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 digits as ``(images (N, 8, 8) in 0..16, labels)``, read from the file scikit-learn
+    ships, without importing scikit-learn (seconds of imports that a chapter need not pay); through
+    ``sklearn.datasets.load_digits`` where that file is not where it was."""
+    import gzip
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    roots = list(spec.submodule_search_locations or []) if spec else []
+    for root in roots:
+        file = Path(root) / "datasets" / "data" / "digits.csv.gz"
+        if file.is_file():
+            with gzip.open(file, "rt") as f:
+                table = np.loadtxt(f, delimiter=",")
+            return table[:, :-1].reshape(-1, 8, 8), table[:, -1].astype(int)
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target
+
+
 def digits(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0, channels: int = 1) -> DataSplit:
     """scikit-learn's handwritten digits, resized to ``image_size`` and normalised.
 
-    The split is stratified and fixed by ``seed``: the same seed gives the same test set on any
-    machine. Pixel statistics for normalisation come from the training images only. ``channels=3``
-    repeats the grey channel for models built for colour input.
+    The split is stratified and fixed by ``seed`` (:func:`stratified_split`): the same seed gives
+    the same test set on any machine. Pixel statistics for normalisation come from the training
+    images only. ``channels=3`` repeats the grey channel for models built for colour input.
     """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1); received {test_fraction}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3; received {channels}")
-    bunch = load_digits()
-    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
-    labels = torch.tensor(bunch.target, dtype=torch.long)
-    idx_train, idx_test = train_test_split(
-        np.arange(len(labels)), test_size=test_fraction, random_state=seed, stratify=bunch.target
-    )
+    pixels, targets = _digits_arrays()
+    images = torch.tensor(pixels, dtype=torch.float32).unsqueeze(1) / 16.0  # (N, 1, 8, 8) in [0, 1]
+    labels = torch.tensor(targets, dtype=torch.long)
+    idx_train, idx_test = stratified_split(targets, test_fraction, seed)
     if image_size != 8:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     train_images = images[idx_train]
@@ -182,7 +219,7 @@ def digits(image_size: int = 16, test_fraction: float = 0.2, seed: int = 0, chan
         name="digits",
         train=TensorImageDataset(images[idx_train], labels[idx_train]),
         test=TensorImageDataset(images[idx_test], labels[idx_test]),
-        classes=[str(c) for c in bunch.target_names],
+        classes=[str(c) for c in range(10)],
         image_size=(image_size, image_size),
         channels=channels,
     )

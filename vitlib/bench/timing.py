@@ -47,6 +47,9 @@ __all__ = [
 
 #: The fewest timed calls a figure rests on: a median and a spread need several measurements.
 MIN_CALLS = 5
+#: The fewest calls a timed block holds: ``Timer.timeit`` makes two untimed calls before each block,
+#: so a smaller block would spend more time untimed than this one's 40%.
+MIN_BLOCK = 5
 
 
 @dataclass
@@ -139,29 +142,42 @@ def time_function(
     """Time ``fn()`` with :class:`torch.utils.benchmark.Timer` after ``warmup`` calls.
 
     ``num_threads`` defaults to :func:`torch.get_num_threads` (the Timer's own default is one
-    thread). ``blocked_autorange`` runs blocks of calls for at least ``min_run_time`` seconds; the
-    per-call time of each block is returned. When a call is so long that fewer than ``min_calls``
-    blocks fit, single calls are timed until there are ``min_calls`` figures, so that a median
-    and a spread always rest on several measurements. CUDA work is synchronised inside each call.
+    thread). Timings go on until there are at least ``min_calls`` of them and they add up to
+    ``min_run_time`` seconds. A short call is timed in blocks (``Timer.timeit``), each figure the
+    mean call of its block; the block size comes from the last warm-up call, so that ``min_calls``
+    blocks fill ``min_run_time``. (``Timer.blocked_autorange`` would first size its blocks by
+    running ever larger ones, untimed: three times ``min_run_time`` and more for a call of a few
+    milliseconds.) A call too long for blocks of :data:`MIN_BLOCK` calls is timed call by call.
+    CUDA work is synchronised inside each call.
 
-    A *long* call, one that alone lasts ``min_run_time`` or more, is timed call by call from the
-    start: ``blocked_autorange`` would first spend a whole untimed call sizing its blocks. Whether
-    the call is long is read from the last warm-up call, or given as ``long_call`` (what
-    :func:`time_interleaved` does after its first round).
+    ``long_call=True`` says that a call lasts ``min_run_time`` or more, which
+    :func:`time_interleaved` knows after its first round: such a call needs no warm-up call to
+    size blocks, and is timed ``min_calls`` times.
     """
     if min_calls < 1:
         raise ValueError(f"min_calls must be at least 1; received {min_calls}")
     threads = num_threads or default_threads()
     run = _synchronised(fn, device)
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
+    last = None  # seconds of the last warm-up call
     for i in range(warmup):
-        if i == warmup - 1 and long_call is None:  # the last warm-up call tells a long call
-            long_call = _one_call(run, threads) >= min_run_time
+        if i == warmup - 1:
+            last = _one_call(run, threads)
         else:
             run()
-    times = [] if long_call else list(timer.blocked_autorange(min_run_time=min_run_time).times)
-    while len(times) < min_calls:
-        times.append(_one_call(run, threads))
+    number = 1
+    if not long_call:
+        if last is None:  # no warm-up: one untimed call sizes the blocks
+            last = _one_call(run, threads)
+        number = int(min_run_time / (min_calls * max(last, 1e-9)))
+    times, spent = [], 0.0
+    while len(times) < min_calls or spent < min_run_time:
+        if number >= MIN_BLOCK:
+            times.append(timer.timeit(number).mean)
+            spent += times[-1] * number
+        else:
+            times.append(_one_call(run, threads))
+            spent += times[-1]
     return Timing(times=times, threads=threads, label=label, batch=batch)
 
 

@@ -121,6 +121,20 @@ _PEAK_SCRIPT = """
 import json, resource, sys, torch
 torch.set_num_threads(int(sys.argv[3]))
 from vitlib.export.artefacts import load
+
+def status(key):  # bytes, from Linux's /proc; None elsewhere
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+
+def max_rss():
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+before = status("VmRSS") or max_rss()  # the libraries loaded, no model yet
 runner = load(sys.argv[1]) if sys.argv[1] != "-" else None
 x = torch.randn(*json.loads(sys.argv[2]))
 reset = False
@@ -132,15 +146,8 @@ except OSError:
     pass
 if runner is not None:
     runner(x)
-peak = None
-if reset:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            peak = int(line.split()[1]) * 1024
-if peak is None:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    peak = rss if sys.platform == "darwin" else rss * 1024
-print(json.dumps({"peak_bytes": peak, "after_loading": reset}))
+peak = (status("VmHWM") if reset else None) or max_rss()
+print(json.dumps({"peak_bytes": peak, "before_bytes": before, "after_loading": reset}))
 """
 
 
@@ -149,9 +156,12 @@ def process_peak_mb(file: str | Path | None, shape: tuple[int, ...], num_threads
     it once on a random batch of ``shape``: the whole process (interpreter, torch, weights,
     activations), which is what a server pays. ``file=None`` measures the process without a model.
 
-    Returns ``{"peak_mb": ..., "after_loading": bool}``: on Linux the peak counter restarts once the
-    model is loaded (``/proc/self/clear_refs``), so the figure is the peak while serving and loading's
-    temporary copies do not count; elsewhere it is the peak of the whole run."""
+    Returns ``{"peak_mb": ..., "before_loading_mb": ..., "after_loading": bool}``. On Linux the peak
+    counter restarts once the model is loaded (``/proc/self/clear_refs``), so the figure is the peak
+    while serving and loading's temporary copies do not count; elsewhere it is the peak of the
+    whole run. ``before_loading_mb`` is the process once its libraries are imported, before the
+    model is loaded (its resident memory on Linux, its peak so far elsewhere): the peak minus it
+    is the model's share."""
     threads = num_threads or torch.get_num_threads()
     cmd = [sys.executable, "-c", _PEAK_SCRIPT, "-" if file is None else str(file), json.dumps(list(shape)),
            str(threads)]
@@ -162,4 +172,5 @@ def process_peak_mb(file: str | Path | None, shape: tuple[int, ...], num_threads
         last = err.splitlines()[-1] if err else f"exit status {done.returncode}"
         raise RuntimeError(f"measuring the peak memory of a process serving {file} failed: {last}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"peak_mb": result["peak_bytes"] / 2**20, "after_loading": result["after_loading"]}
+    return {"peak_mb": result["peak_bytes"] / 2**20, "before_loading_mb": result["before_bytes"] / 2**20,
+            "after_loading": result["after_loading"]}

@@ -21,16 +21,25 @@ from .paths import PATHS, PathError, export
 __all__ = ["book_models", "support_matrix", "matrix_table"]
 
 
-def book_models(mode: str = "quick") -> dict[str, Callable[[], nn.Module]]:
+def book_models(mode: str = "quick", *, depth: int | None = None) -> dict[str, Callable[[], nn.Module]]:
     """The book's models by name, each as a function that builds it (random weights), so that a
-    matrix holds one model at a time. ``mode`` is ``"quick"`` or ``"full"`` (see the module)."""
+    matrix holds one model at a time. ``mode`` is ``"quick"`` or ``"full"`` (see the module).
+
+    ``depth`` replaces the ``depth`` of every model that has one (blocks, or blocks a stage): which
+    path takes a model depends on the operations it is made of, not on how often they repeat, and a
+    shallower model is captured faster."""
     from ..models import MODELS, presets
 
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"depth must be a positive int or None; received {depth!r}")
+    shallow = {} if depth is None else {"depth": depth}
     if mode == "full":
-        out: dict[str, Callable[[], nn.Module]] = {name: (lambda name=name: presets.create(name))
-                                                  for name in presets.names()}
+        out: dict[str, Callable[[], nn.Module]] = {}
+        for name in presets.names():
+            overrides = shallow if "depth" in presets.config(name) else {}
+            out[name] = lambda name=name, overrides=overrides: presets.create(name, **overrides)
         navit = {k: v for k, v in presets.config("ViT-S/16").items() if k != "pool"}
-        out["NaViT-S/16"] = lambda: MODELS["navit"](**navit)
+        out["NaViT-S/16"] = lambda: MODELS["navit"](**{**navit, **shallow})
         return out
     if mode != "quick":
         raise ValueError(f"mode must be 'quick' or 'full'; received {mode!r}")
@@ -48,6 +57,7 @@ def book_models(mode: str = "quick") -> dict[str, Callable[[], nn.Module]]:
         channels, classes = shapes[spec["name"]]
         config = {k: v for k, v in recipe["model"].items() if k != "name"}
         config.update(image_size=spec["image_size"], channels=channels, num_classes=classes)
+        config.update({k: v for k, v in shallow.items() if k in config})
         out[cls.__name__] = lambda cls=cls, config=config: cls(**config)
     return out
 
@@ -75,20 +85,25 @@ def support_matrix(models: Mapping[str, nn.Module | Callable[[], nn.Module]] | N
         from ..progress import progress as tqdm
 
         cells = tqdm(cells, desc="support matrix", unit="cell")
-    rows, built = [], {}
+    rows, built, programs = [], {}, {}
     for name, path in cells:
         if name not in built:
             built.clear()  # one model in memory at a time
+            programs.clear()
             torch.manual_seed(seed)
             model = models[name]
             model = model() if not isinstance(model, nn.Module) else model
             built[name] = (model.eval(), model.example_input(batch))
         model, x = built[name]
+        # ONNX converts the program of the export column, where there is one, rather than capture again
+        extra = {"program": programs[name]} if path == "onnx" and name in programs else {}
         try:
-            result = export(model, path, x, **kwargs)
+            result = export(model, path, x, **kwargs, **extra)
         except PathError as err:
             rows.append({"model": name, "path": path, "works": False, "reason": err.why})
             continue
+        if path == "export":
+            programs[name] = result.artefact
         rows.append({**result.row(), "model": name})
     table = pd.DataFrame(rows)
     table.attrs.update(paths=list(paths), models=list(models), batch=batch)

@@ -49,6 +49,10 @@ class PathError(RuntimeError):
         self.model, self.path, self.why = model, path, why
 
 
+class _CallersError(TypeError):
+    """An argument of the wrong kind: the caller's mistake, raised as it is, never as a PathError."""
+
+
 def _path(name: str):
     """Register a path function; give it a default example input, refuse keywords that neither it
     nor :func:`~vitlib.export.measure` takes, and turn any failure of the model on the path into a
@@ -71,6 +75,8 @@ def _path(name: str):
                 raise TypeError(f"{fn.__name__} takes the keywords {known}; received {unknown}")
             try:
                 return fn(model, x, **kwargs)
+            except _CallersError:
+                raise
             except Exception as err:
                 raise PathError(type(model).__name__, name, reason(err)) from err
 
@@ -103,8 +109,9 @@ def to_int8(model: nn.Module, x=None, *, convs: bool = True, data=None, **measur
     with building() as b:
         prepared = prepare_int8(model, convs)
         quantized = quantize_int8(prepared)
+    # the share is the same for any batch size: counted on the first image
     details = {"convs": convs, "int8_layers": len(quantized_layers(quantized)),
-               "int8_flop_share": int8_flop_share(prepared, x)}
+               "int8_flop_share": int8_flop_share(prepared, x[:1])}
     return measure("int8", model, x, quantized, Runner("int8", quantized), build_s=b.seconds,
                    save=_saver("int8", quantized), data=data, details=details, notes=b.notes,
                    **measuring)
@@ -122,18 +129,28 @@ def to_export(model: nn.Module, x=None, *, data=None, **measuring) -> Exported:
 
 
 @_path("onnx")
-def to_onnx(model: nn.Module, x=None, *, data=None, num_threads: int | None = None, **measuring) -> Exported:
+def to_onnx(model: nn.Module, x=None, *, program=None, data=None, num_threads: int | None = None,
+            **measuring) -> Exported:
     """ONNX export with the torch.export-based exporter (``dynamo=True``, dynamic batch), run by an
     ONNX Runtime CPU session on ``num_threads`` threads (the same number eager is timed with). The
-    artefact is the ``ONNXProgram``; ``details["opset"]`` its opset."""
+    artefact is the ``ONNXProgram``; ``details["opset"]`` its opset. ``program``, an
+    ``ExportedProgram`` of ``model`` with a dynamic batch (:func:`to_export`'s artefact), is
+    converted as it is instead of capturing the model a second time; ``build_s`` is then the
+    conversion alone (``details["from_program"]``)."""
+    if program is not None and not isinstance(program, torch.export.ExportedProgram):
+        raise _CallersError(f"program must be a torch.export.ExportedProgram (to_export's artefact); received "
+                        f"{type(program).__name__}")
     with eval_mode(model), building() as b:
         example, dynamic = _dynamic_batch(x)
-        program = torch.onnx.export(model, example, dynamo=True, dynamic_shapes=dynamic, verbose=False)
-        session = onnx_session(program.model_proto.SerializeToString(), num_threads)
-    opset = next((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return measure("onnx", model, x, program, Runner("onnx", session, session=True), build_s=b.seconds,
-                   save=_saver("onnx", program), data=data, num_threads=num_threads,
-                   details={"opset": opset}, notes=b.notes, **measuring)
+        if program is None:
+            onnx_program = torch.onnx.export(model, example, dynamo=True, dynamic_shapes=dynamic, verbose=False)
+        else:
+            onnx_program = torch.onnx.export(program, example, dynamo=True, verbose=False)
+        session = onnx_session(onnx_program.model_proto.SerializeToString(), num_threads)
+    opset = next((o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return measure("onnx", model, x, onnx_program, Runner("onnx", session, session=True), build_s=b.seconds,
+                   save=_saver("onnx", onnx_program), data=data, num_threads=num_threads,
+                   details={"opset": opset, "from_program": program is not None}, notes=b.notes, **measuring)
 
 
 @_path("torchscript")
@@ -141,7 +158,7 @@ def to_torchscript(model: nn.Module, x=None, *, data=None, **measuring) -> Expor
     """``torch.jit.trace`` of ``model`` on ``x``: a deprecated path (its notes say so), measured for
     what it still gives. Tracing records one run, so the check on a batch of another size matters."""
     with eval_mode(model), torch.no_grad(), building() as b:
-        script = torch.jit.trace(model, (x,))
+        script = torch.jit.trace(model, (x,), check_trace=False)  # measure() checks it, on two batches
     return measure("torchscript", model, x, script, Runner("torchscript", script), build_s=b.seconds,
                    save=_saver("torchscript", script), data=data, notes=(TORCHSCRIPT_NOTE, *b.notes),
                    **measuring)

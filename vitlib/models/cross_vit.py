@@ -52,8 +52,8 @@ class ClassTokenEmbedding(nn.Module):
     def __init__(self, image_size, patch_size, channels: int, dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner="CrossViT")
-        self.cls_token = nn.Parameter(torch.randn(1, dim) * 0.02)
-        self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + 1, dim) * 0.02)
+        self.cls_token = nn.Parameter(torch.randn(1, dim).mul_(0.02))
+        self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + 1, dim).mul_(0.02))
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:

@@ -62,7 +62,7 @@ class DistillableViT(ViT):
         self.patch_embedding.owner = type(self).__name__
         self.eval_head = eval_head
         self.dim = dim
-        self.distill_token = nn.Parameter(torch.randn(1, dim) * 0.02)
+        self.distill_token = nn.Parameter(torch.randn(1, dim).mul_(0.02))
         self.distill_head = nn.Linear(dim, num_classes)
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:

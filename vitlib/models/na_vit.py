@@ -32,7 +32,8 @@ alone (Python ints): it checks the images, decides which image goes to which seq
 small index tensors (a :class:`PackPlan`); it never reads a value back from the accelerator.
 :meth:`NaViT.forward_packed` is tensor-only: it selects the kept tokens, embeds them, scatters them
 into the packed batch, runs the transformer and pools. ``torch.compile`` compiles the second part
-as one graph; the first runs eagerly (it is marked :func:`torch.compiler.disable`).
+as one graph; the first runs eagerly (it is marked :func:`torch.compiler.disable`, applied on the
+first call so that importing vitlib does not import the compiler, two seconds of every process).
 
 Keyword names and forward signatures are vit-pytorch's (``vit_pytorch.na_vit.NaViT`` and
 ``vit_pytorch.na_vit_nested_tensor.NaViT``), and its weights convert
@@ -91,6 +92,10 @@ DropRate = Union[float, Callable[[int, int], float], None]
 
 # ----- the model ---------------------------------------------------------------------------------
 
+#: ``torch.compiler.disable`` that imports the compiler on the decorated function's first call, not at
+#: import (torch's own lazy form where this torch has it).
+_eager = getattr(torch, "_disable_dynamo", torch.compiler.disable)
+
 
 class FactorisedPosEmb2d(nn.Module):
     """Learned positions factorised by axis: ``height[row] + width[col]`` for a patch at
@@ -101,8 +106,8 @@ class FactorisedPosEmb2d(nn.Module):
 
     def __init__(self, grid: tuple[int, int], dim: int) -> None:
         super().__init__()
-        self.height = nn.Parameter(torch.randn(grid[0], dim) * 0.02)
-        self.width = nn.Parameter(torch.randn(grid[1], dim) * 0.02)
+        self.height = nn.Parameter(torch.randn(grid[0], dim).mul_(0.02))
+        self.width = nn.Parameter(torch.randn(grid[1], dim).mul_(0.02))
 
     def forward(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         return self.height[rows] + self.width[cols]
@@ -178,7 +183,7 @@ class NaViT(VisionModel):
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout, out_bias=False,
                                        qk_norm=qk_rmsnorm)
-        self.attn_pool_queries = nn.Parameter(torch.randn(dim) * 0.02)
+        self.attn_pool_queries = nn.Parameter(torch.randn(dim).mul_(0.02))
         self.attn_pool = Attention(dim, heads, dim_head, out_bias=False, qk_norm=qk_rmsnorm)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes, bias=False)
@@ -280,7 +285,7 @@ class NaViT(VisionModel):
         draws = torch.rand(len(images)).tolist()  # the host's generator: no wait for the device
         return [kept_tokens(n, rate, u) for n, rate, u in zip(counts, rates, draws)]
 
-    @torch.compiler.disable
+    @_eager
     def prepare(
         self, batched_images, group_images: bool = False, group_max_seq_len: int | None = 2048
     ) -> tuple[torch.Tensor, PackPlan]:

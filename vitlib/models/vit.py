@@ -47,8 +47,8 @@ class ViT(PatchClassifier):
         self.patch_embedding = PatchEmbedding(image_size, patch_size, channels, dim, owner="ViT")
         self.image_size, self.channels, self.num_classes = self.patch_embedding.image_size, channels, num_classes
         num_cls = 1 if pool == "cls" else 0
-        self.cls_token = nn.Parameter(torch.randn(num_cls, dim) * 0.02)
-        self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + num_cls, dim) * 0.02)
+        self.cls_token = nn.Parameter(torch.randn(num_cls, dim).mul_(0.02))
+        self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + num_cls, dim).mul_(0.02))
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
         self.head = nn.Linear(dim, num_classes)

@@ -10,8 +10,9 @@
   depend on the weights' values): ``int8_speedup_b16``, ``ort_speedup_b1`` and
   ``ort_max_abs_diff``, the weights in float32 and INT8 on disk (``int8_weights_mb_fp32``,
   ``int8_weights_mb_int8``) and the peak memory of a whole process serving each
-  (``int8_peak_mb_fp32``, ``int8_peak_mb_int8``, beside ``peak_mb_without_model``): the "75% less
-  memory" of INT8 holds for the weights, not for the process.
+  (``int8_peak_mb_fp32``, ``int8_peak_mb_int8``, beside ``peak_mb_without_model``, and the model's
+  share of each, ``model_mb_fp32`` and ``model_mb_int8``): the "75% less memory" of INT8 holds for
+  the weights, not for the process.
 
 Each goal of :data:`GOALS` gets a verdict from :func:`vitlib.claims.verdict`. ``--tiny`` trains a
 tiny SimpleViT one epoch and measures it alone, in seconds (for the tests).
@@ -72,21 +73,25 @@ def trained_simple_vit(*, tiny: bool, seed: int = 0, device: str = "cpu"):
 def serving_memory(model: torch.nn.Module, quantized: Exported, batch: int, threads: int | None) -> dict:
     """The weights of ``model`` on disk in float32 (a vitlib checkpoint) and INT8 (``quantized``'s
     artefact), and the peak memory of a fresh process serving each at ``batch`` images
-    (:func:`vitlib.export.process_peak_mb`), beside one that loads no model."""
+    (:func:`vitlib.export.process_peak_mb`), the two processes at once. ``peak_mb_without_model``
+    is the float32 process once its libraries are loaded, before it loads the model;
+    ``model_mb_fp32`` and ``model_mb_int8`` are each process's peak minus its own memory before
+    loading: the model's share, weights and activations."""
     from ..train import save_checkpoint
 
     shape = (batch, model.channels, *model.image_size)
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = save_checkpoint(Path(tmp) / "fp32.safetensors", model)
         int8 = save_artefact("int8", quantized.artefact, Path(tmp) / "int8.safetensors")
-        files = {"none": None, "fp32": fp32, "int8": int8}
-        with ThreadPoolExecutor(len(files)) as pool:  # three fresh processes at once
+        files = {"fp32": fp32, "int8": int8}
+        with ThreadPoolExecutor(len(files)) as pool:  # two fresh processes at once
             futures = {key: pool.submit(process_peak_mb, file, shape, threads) for key, file in files.items()}
             peaks = {key: future.result() for key, future in futures.items()}
         return {"int8_weights_mb_fp32": fp32.stat().st_size / 2**20,
                 "int8_weights_mb_int8": int8.stat().st_size / 2**20,
-                "peak_mb_without_model": peaks["none"]["peak_mb"],
+                "peak_mb_without_model": peaks["fp32"]["before_loading_mb"],
                 "int8_peak_mb_fp32": peaks["fp32"]["peak_mb"], "int8_peak_mb_int8": peaks["int8"]["peak_mb"],
+                **{f"model_mb_{key}": p["peak_mb"] - p["before_loading_mb"] for key, p in peaks.items()},
                 "peak_batch": batch,
                 "peak_after_loading": peaks["fp32"]["after_loading"]}
 
@@ -192,5 +197,5 @@ def _print_goals(goals: dict, measured: dict, memory: dict) -> None:
           f"{memory['int8_weights_mb_int8']:.2f} MB INT8 ({saved:+.0%})")
     print(f"peak memory of a process serving batch {memory['peak_batch']}: "
           f"{memory['int8_peak_mb_fp32']:.0f} MB float32, {memory['int8_peak_mb_int8']:.0f} MB INT8 "
-          f"({peak:+.0%}), "
-          f"{memory['peak_mb_without_model']:.0f} MB without a model")
+          f"({peak:+.0%}); {memory['peak_mb_without_model']:.0f} MB before loading a model; the model's "
+          f"share {memory['model_mb_fp32']:.0f} MB float32, {memory['model_mb_int8']:.0f} MB INT8")

@@ -88,15 +88,14 @@ def _with(ds, idx: torch.Tensor | None = None, labels: torch.Tensor | None = Non
 
 
 def _stratified(labels: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    from sklearn.model_selection import train_test_split
+    from ..data import stratified_split
 
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"fraction must be in (0, 1]; received {fraction!r}")
     if fraction == 1.0:
         return torch.arange(len(labels))
-    idx, _ = train_test_split(np.arange(len(labels)), train_size=fraction, random_state=seed,
-                              stratify=labels.numpy())
-    return torch.as_tensor(np.sort(idx))
+    kept, _ = stratified_split(labels.numpy(), 1.0 - fraction, seed)  # floor(fraction * N) kept
+    return torch.as_tensor(kept)
 
 
 def subset(split: DataSplit, fraction: float, seed: int = 0) -> DataSplit:
