@@ -169,6 +169,23 @@ def test_speedup_rests_on_the_per_call_times_of_the_comparison():
         bench.speedup(df, "tiny")
 
 
+def test_short_calls_are_timed_in_blocks_sized_from_the_warm_up():
+    import time
+
+    calls = []
+
+    def short():
+        calls.append(1)
+        time.sleep(0.001)
+
+    t = bench.time_function(short, min_run_time=0.05, warmup=1)
+    assert len(t.times) >= bench.MIN_CALLS and min(t.times) >= 0.001
+    # min_run_time of timed calls (at most 2 ms each); with them, two untimed calls a block and
+    # the warm-up, but no untimed runs to size the blocks (Timer.blocked_autorange would make
+    # 1 + 10 + 100 calls before its first block)
+    assert 0.05 / 0.002 <= len(calls) <= 2 * 0.05 / 0.001, len(calls)
+
+
 def test_a_long_call_is_still_timed_at_least_min_calls_times():
     import time
 
