@@ -288,3 +288,18 @@ def test_serving_sweep_and_its_chart(model, results):
     plot_int8_grid(ax, model.transformer.blocks[0].ff.fc1.weight)
     assert "INT8 step" in ax.get_title()
     plt.close("all")
+
+
+def test_paired_drop_counts_the_images_right_in_one_and_wrong_in_the_other(results):
+    from dataclasses import replace
+
+    from vitlib.studies.deployment import paired_drop
+
+    some = replace(results["int8"], accuracy=0.90, eager_accuracy=0.91, agreement_images=400, discordant=16)
+    m = paired_drop(some)
+    assert m.value == pytest.approx(1.0) and m.high - m.value == pytest.approx(2 * 4 / 400 * 100)
+    assert "16 of 400" in m.how
+    none = replace(some, accuracy=0.91, discordant=0)
+    assert paired_drop(none).high == pytest.approx(3 / 400 * 100)  # the rule of three, never ±0
+    with pytest.raises(ValueError, match="no accuracy"):
+        paired_drop(results["int8"])  # measured without a data set

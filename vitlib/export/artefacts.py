@@ -134,6 +134,11 @@ def max_rss():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
+# what loading imports, imported before the baseline: the loaders' modules, and what building a
+# model on the meta device pulls in (sympy, with the first random tensor there)
+import safetensors.torch, torch.ao.nn.quantized.dynamic, vitlib.train
+with torch.device("meta"):
+    torch.nn.Linear(2, 2)(torch.randn(1, 2))
 before = status("VmRSS") or max_rss()  # the libraries loaded, no model yet
 runner = load(sys.argv[1]) if sys.argv[1] != "-" else None
 x = torch.randn(*json.loads(sys.argv[2]))

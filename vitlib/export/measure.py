@@ -88,6 +88,8 @@ class Exported:
     agreement_images: int
     accuracy: float | None = None
     eager_accuracy: float | None = None
+    #: test images that one of eager and the artefact classifies right and the other wrong
+    discordant: int | None = None
     details: dict = field(default_factory=dict)
     notes: tuple[str, ...] = ()
 
@@ -117,7 +119,8 @@ class Exported:
                 "speedup_low": self.speedup.low, "speedup_high": self.speedup.high, "calls": self.speedup.n,
                 "size_mb": self.size_mb, "eager_mb": self.eager_mb, "max_abs_diff": self.max_abs_diff,
                 "top1_agreement": self.top1_agreement, "agreement_images": self.agreement_images,
-                "accuracy": self.accuracy, "eager_accuracy": self.eager_accuracy, "build_s": self.build_s,
+                "accuracy": self.accuracy, "eager_accuracy": self.eager_accuracy, "discordant": self.discordant,
+                "build_s": self.build_s,
                 **self.details, "reason": None, "notes": "; ".join(self.notes) or None}
 
     def __str__(self) -> str:
@@ -219,24 +222,26 @@ def _agreement(a: torch.Tensor, b: torch.Tensor) -> int:
 
 
 def _accuracy(model: nn.Module, runner: Callable, dataset,
-              batch_size: int) -> tuple[float, float, int, float]:
-    """Eager accuracy, the artefact's, how many of the data set's images they agree on, and the
-    largest logit difference over the data set."""
+              batch_size: int) -> tuple[float, float, int, int, float]:
+    """Eager accuracy, the artefact's, how many of the data set's images they agree on, how many
+    one gets right and the other wrong, and the largest logit difference over the data set."""
     from ..train import iterate_batches
 
-    right_eager = right = agree = n = 0
+    right_eager = right = agree = discordant = n = 0
     diff = 0.0
     with torch.inference_mode():
         for x, y in iterate_batches(dataset, batch_size, shuffle=False, device="cpu"):
             a, b = model(x), runner(x)
-            right_eager += int((a.argmax(-1) == y).sum())
-            right += int((b.argmax(-1) == y).sum())
+            hit_a, hit_b = a.argmax(-1) == y, b.argmax(-1) == y
+            right_eager += int(hit_a.sum())
+            right += int(hit_b.sum())
+            discordant += int((hit_a != hit_b).sum())
             agree += _agreement(a, b)
             diff = max(diff, float((a.float() - b.float()).abs().max()))
             n += len(y)
     if n == 0:
         raise ValueError("the data set given for accuracy is empty")
-    return right_eager / n, right / n, agree, diff
+    return right_eager / n, right / n, agree, discordant, diff
 
 
 def measure(path: str, model: nn.Module, x, artefact: Any, runner: Callable, *, build_s: float,
@@ -276,15 +281,16 @@ def measure(path: str, model: nn.Module, x, artefact: Any, runner: Callable, *, 
             save(Path(tmp))
             size_mb = directory_mb(Path(tmp))
         notes = (*notes, *(note for note in saving.notes if note not in notes))
-    accuracy = eager_accuracy = None
+    accuracy = eager_accuracy = discordant = None
     if data is not None:
         dataset = getattr(data, "test", data)
         with eval_mode(model):
-            eager_accuracy, accuracy, agree, data_diff = _accuracy(model, runner, dataset, batch_size)
+            eager_accuracy, accuracy, agree, discordant, data_diff = _accuracy(model, runner, dataset,
+                                                                              batch_size)
         images, diff = len(dataset), max(diff, data_diff)
     return Exported(path=path, artefact=artefact, runner=runner, model=type(model).__name__, batch=len(x),
                     threads=threads, build_s=build_s, times=times,
                     speedup=Measured.ratio(times["eager"], times[path]), size_mb=size_mb,
                     eager_mb=weights_mb(model), max_abs_diff=diff, top1_agreement=agree / images,
-                    agreement_images=images, accuracy=accuracy, eager_accuracy=eager_accuracy,
+                    agreement_images=images, accuracy=accuracy, eager_accuracy=eager_accuracy, discordant=discordant,
                     details=dict(details or {}), notes=tuple(notes))

@@ -48,16 +48,16 @@ GOALS = {"int8_speedup_b16": (1.4, True), "int8_accuracy_drop_pt": (0.5, False),
 
 def paired_drop(result: Exported) -> Measured:
     """Eager's accuracy minus the artefact's on the same test images, in percentage points, with
-    about 95% bounds from the paired difference: two standard errors, ``2 sqrt(d) / n``, where the
-    ``d`` images the two classify differently bound the images one gets right and the other wrong."""
-    if result.accuracy is None:
+    about 95% bounds from the paired difference: two standard errors, ``2 sqrt(d) / n``, where
+    ``d`` test images are classified right by one and wrong by the other; never less than ``3 / n``
+    (the rule of three), so that few or no such images do not read as certainty."""
+    if result.accuracy is None or result.discordant is None:
         raise ValueError(f"the {result.path} result has no accuracy: measure it with a data set")
-    n = result.agreement_images
-    d = round((1 - result.top1_agreement) * n)
-    drop, half = result.accuracy_drop_pt, 2 * math.sqrt(d) / n * 100
+    n, d = result.agreement_images, result.discordant
+    drop, half = result.accuracy_drop_pt, max(2 * math.sqrt(d), 3) / n * 100
     return Measured(drop, drop - half, drop + half, n, "pt",
-                    f"±{half:.2f} pt: 2 standard errors of a paired difference, {d} of {n} test images "
-                    "classified differently")
+                    f"±{half:.2f} pt: two standard errors of a paired difference, at least 3/n; {d} of {n} "
+                    "test images right in one and wrong in the other")
 
 
 def trained_simple_vit(*, tiny: bool, seed: int = 0, device: str = "cpu"):
