@@ -29,7 +29,7 @@ import torch
 from .int8 import INT8_FORMAT, load_int8, save_int8
 from .measure import Runner
 
-__all__ = ["SUFFIXES", "check_suffix", "save_artefact", "load", "onnx_session", "process_peak_mb"]
+__all__ = ["SUFFIXES", "check_suffix", "save_artefact", "load", "onnx_session", "import_for_loading", "process_peak_mb"]
 
 #: The file suffix of each path that saves an artefact.
 SUFFIXES = {"int8": ".safetensors", "export": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}
@@ -110,6 +110,22 @@ def load(file: str | Path, num_threads: int | None = None) -> Runner:
                      f"{sorted(set(SUFFIXES.values()))}")
 
 
+def import_for_loading(file: str | Path) -> None:
+    """Import what :func:`load` needs to load ``file``, without loading it: a process that does
+    this first holds those libraries before the model, and :func:`process_peak_mb` counts the
+    model alone in its share."""
+    file = Path(file)
+    if file.suffix == ".onnx":
+        import onnxruntime  # noqa: F401
+    elif file.suffix == ".safetensors" and _safetensors_format(file) == INT8_FORMAT:
+        import torch.ao.nn.quantized.dynamic  # noqa: F401
+
+        with torch.device("meta"):  # load_int8 builds on the meta device: its first tensor there
+            torch.randn(1)  # imports torch's symbolic shapes (sympy)
+    elif file.suffix == ".safetensors":
+        import vitlib.train  # noqa: F401
+
+
 def _safetensors_format(file: Path) -> str | None:
     from safetensors import safe_open
 
@@ -120,7 +136,7 @@ def _safetensors_format(file: Path) -> str | None:
 _PEAK_SCRIPT = """
 import json, resource, sys, torch
 torch.set_num_threads(int(sys.argv[3]))
-from vitlib.export.artefacts import load
+from vitlib.export.artefacts import import_for_loading, load
 
 def status(key):  # bytes, from Linux's /proc; None elsewhere
     try:
@@ -134,11 +150,8 @@ def max_rss():
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
-# what loading imports, imported before the baseline: the loaders' modules, and what building a
-# model on the meta device pulls in (sympy, with the first random tensor there)
-import safetensors.torch, torch.ao.nn.quantized.dynamic, vitlib.train
-with torch.device("meta"):
-    torch.nn.Linear(2, 2)(torch.randn(1, 2))
+if sys.argv[1] != "-":
+    import_for_loading(sys.argv[1])
 before = status("VmRSS") or max_rss()  # the libraries loaded, no model yet
 runner = load(sys.argv[1]) if sys.argv[1] != "-" else None
 x = torch.randn(*json.loads(sys.argv[2]))
