@@ -76,7 +76,8 @@ def serving_memory(model: torch.nn.Module, quantized: Exported, batch: int, thre
     (:func:`vitlib.export.process_peak_mb`), the two processes at once. ``peak_mb_without_model``
     is the float32 process once its libraries are loaded, before it loads the model;
     ``model_mb_fp32`` and ``model_mb_int8`` are each process's peak minus its own memory before
-    loading: the model's share, weights and activations."""
+    loading (``before_loading_mb_fp32``, ``before_loading_mb_int8``: each has imported what its
+    loader needs): the model's share, weights and activations."""
     from ..train import save_checkpoint
 
     shape = (batch, model.channels, *model.image_size)
@@ -92,6 +93,7 @@ def serving_memory(model: torch.nn.Module, quantized: Exported, batch: int, thre
                 "peak_mb_without_model": peaks["fp32"]["before_loading_mb"],
                 "int8_peak_mb_fp32": peaks["fp32"]["peak_mb"], "int8_peak_mb_int8": peaks["int8"]["peak_mb"],
                 **{f"model_mb_{key}": p["peak_mb"] - p["before_loading_mb"] for key, p in peaks.items()},
+                **{f"before_loading_mb_{key}": p["before_loading_mb"] for key, p in peaks.items()},
                 "peak_batch": batch,
                 "peak_after_loading": peaks["fp32"]["after_loading"]}
 
