@@ -29,7 +29,8 @@ import torch
 from .int8 import INT8_FORMAT, load_int8, save_int8
 from .measure import Runner
 
-__all__ = ["SUFFIXES", "check_suffix", "save_artefact", "load", "onnx_session", "import_for_loading", "process_peak_mb"]
+__all__ = ["SUFFIXES", "check_suffix", "save_artefact", "load", "onnx_session", "import_for_loading",
+           "process_peak_mb"]
 
 #: The file suffix of each path that saves an artefact.
 SUFFIXES = {"int8": ".safetensors", "export": ".pt2", "onnx": ".onnx", "torchscript": ".pt"}

@@ -138,8 +138,8 @@ def to_onnx(model: nn.Module, x=None, *, program=None, data=None, num_threads: i
     converted as it is instead of capturing the model a second time; ``build_s`` is then the
     conversion alone (``details["from_program"]``)."""
     if program is not None and not isinstance(program, torch.export.ExportedProgram):
-        raise _CallersError(f"program must be a torch.export.ExportedProgram (to_export's artefact); received "
-                        f"{type(program).__name__}")
+        raise _CallersError("program must be a torch.export.ExportedProgram (to_export's artefact); "
+                            f"received {type(program).__name__}")
     with eval_mode(model), building() as b:
         example, dynamic = _dynamic_batch(x)
         if program is None:
