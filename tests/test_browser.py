@@ -187,6 +187,8 @@ def test_chapter_one_has_math_widgets_and_a_chart_that_moves(site):
     _, y = _centre(page, f"{chart}.querySelector('.slider-rail-touch-rect')")
     page.click(x, y)
     page.wait_for(f"{current}.endsWith('{target}')", timeout=10, what=f"the slider to reach {target}")
+    # Plotly moves the slider's label before it redraws the title; wait for both.
+    page.wait_for(f"{title}.includes('at {target} px')", timeout=10, what=f"the title to name {target} px")
     moved = page.evaluate(title)
     assert f"at {target} px" in moved and moved.split(" at ")[0] == first_title.split(" at ")[0], moved
 
@@ -237,7 +239,9 @@ def test_a_charts_slider_moves_without_a_kernel(site, doc, prefix, shows):
     _, y = _centre(page, f"{chart}.querySelector('.slider-rail-touch-rect')")
     page.click(x, y)
     page.wait_for(f"{current}.endsWith('{target}')", timeout=10, what=f"the slider to reach {target}")
-    assert shows.format(target) in page.evaluate(title), page.evaluate(title)
+    # The label moves before the title is redrawn; a title that never follows times out here.
+    page.wait_for(f"{title}.includes({shows.format(target)!r})", timeout=10,
+                  what=f"the title to show {shows.format(target)!r}")
     problems = _problems(page, site[1])
     assert not problems, "\n".join(problems)
     page.close()
