@@ -305,6 +305,14 @@ class Tables(torch.nn.Module):
         return self.skip
 
 
+def test_the_optimizer_is_fused_for_floating_point_parameters_on_a_cpu_only():
+    assert vtrain.build_optimizer(Tables(), lr=1e-3, weight_decay=0.05).defaults["fused"]
+    doubles = Tables().to(torch.float64)
+    assert vtrain.build_optimizer(doubles, lr=1e-3, weight_decay=0.05).defaults["fused"]
+    meta = Tables().to("meta")  # no fused kernel there: the loop over tensors
+    assert not vtrain.build_optimizer(meta, lr=1e-3, weight_decay=0.05).defaults["fused"]
+
+
 def test_weight_decay_follows_the_model_and_else_the_parameter_shape():
     opt = vtrain.build_optimizer(Tables(), lr=1e-3, weight_decay=0.05)
     decay, no_decay = opt.param_groups

@@ -149,6 +149,10 @@ def attention_entries(model: nn.Module, inputs) -> list[dict]:
     and LeViT's attention on feature maps (shrinking attention included) alike."""
     with record_attention(model) as calls, torch.no_grad(), eval_mode(model):
         model(inputs)
+    return _entries(calls)
+
+
+def _entries(calls) -> list[dict]:
     return [{"module": c.module, "heads": c.heads, "queries": c.queries, "keys": c.keys, "entries": c.entries}
             for c in calls]
 
@@ -208,9 +212,10 @@ def part_table(
     hooks = [modules[n].register_forward_hook(lambda m, a, o, n=n: keep(n, a, o))
              for names in groups.values() for n in names if n in modules]
     try:
-        entries = attention_entries(model, inputs[:1])
-        with _flop_counter() as counter, torch.no_grad(), eval_mode(model):
+        # one forward pass records the attention calls and counts the FLOPs
+        with record_attention(model) as calls, _flop_counter() as counter, torch.no_grad(), eval_mode(model):
             model(inputs[:1])
+        entries = _entries(calls)
         if timing:
             with torch.no_grad(), eval_mode(model):
                 model(inputs)  # the inputs kept for timing are full batches

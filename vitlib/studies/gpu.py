@@ -19,7 +19,6 @@ import os
 import time
 
 import torch
-import torch._dynamo
 
 from ..backends import attention_backend, available_attention_backends
 from ..bench import inference_fn, peak_memory, register_suite, time_interleaved, train_step_fn
@@ -196,7 +195,7 @@ def _compiled_models(run: _Run, models: dict, inputs: dict, jobs: list, backend:
         if run.left() < COMPILE_RESERVE_S * (run.device.type == "cuda"):
             run.skipped.append(f"{label} {mode} {precision} (compiled): time budget")
             continue
-        torch._dynamo.reset()  # a fresh cache: no recompilation limit reached across models
+        torch.compiler.reset()  # a fresh cache: no recompilation limit reached across models
         if mode == "inference":
             compiled = torch.compile(model, backend=backend)
             fns = {"eager": _infer_fn(model, x, run.device, precision),

@@ -169,8 +169,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters only, grouped by :func:`param_groups`."""
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr)
+    """AdamW over ``model``'s trainable parameters only, grouped by :func:`param_groups`; the fused
+    kernel (one pass over every tensor, several times faster than a loop over them on a CPU) when
+    every parameter is floating point on a CPU or a CUDA device."""
+    groups = param_groups(model, weight_decay)
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
+                for group in groups for p in group["params"])
+    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
 
 
 # ---------------------------------------------------------------------------------------------
