@@ -102,6 +102,23 @@ def test_train_step_does_not_touch_the_callers_model():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
+def test_train_step_uses_the_training_loops_adamw(monkeypatch):
+    from vitlib.train import loop
+
+    built = []
+
+    def recording(params, **kwargs):
+        built.append(params)
+        return original(params, **kwargs)
+
+    original = loop.adamw
+    monkeypatch.setattr(loop, "adamw", recording)
+    step = bench.train_step_fn(SimpleViT(**CFG), torch.randn(2, 3, 16, 16))
+    step()
+    opt = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, torch.optim.Optimizer))
+    assert built and opt.defaults["fused"]
+
+
 def test_peak_memory_is_none_on_cpu():
     assert bench.peak_memory(lambda: torch.ones(10), "cpu") is None
 

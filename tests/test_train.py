@@ -311,6 +311,8 @@ def test_the_optimizer_is_fused_for_floating_point_parameters_on_a_cpu_only():
     assert vtrain.build_optimizer(doubles, lr=1e-3, weight_decay=0.05).defaults["fused"]
     meta = Tables().to("meta")  # no fused kernel there: the loop over tensors
     assert not vtrain.build_optimizer(meta, lr=1e-3, weight_decay=0.05).defaults["fused"]
+    assert vtrain.adamw(Tables().parameters(), lr=1e-3).defaults["fused"]
+    assert not vtrain.adamw([torch.nn.Parameter(torch.ones(2, device="meta"))]).defaults["fused"]
 
 
 def test_weight_decay_follows_the_model_and_else_the_parameter_shape():

@@ -254,15 +254,18 @@ def inference_fn(model: nn.Module, x, *, amp_dtype: torch.dtype | None = None,
 def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4, *,
                   amp_dtype: torch.dtype | None = None, compile_with: str | None = None,
                   **forward_kwargs) -> Callable[[], None]:
-    """One optimisation step (forward, cross-entropy, backward, AdamW) on a private copy of ``model``.
+    """One optimisation step (forward, cross-entropy, backward, AdamW as the training loop builds
+    it: :func:`vitlib.train.loop.adamw`) on a private copy of ``model``.
 
     ``x`` is a batch tensor, or a list of images for models that take one (NaViT); ``forward_kwargs``
     go to every forward call (NaViT's packing). Without ``y``, random labels are drawn; labels must
     lie in ``[0, num_classes)``. ``amp_dtype`` runs the forward pass under autocast to that dtype
     (the loss in float32); ``compile_with`` names a :func:`torch.compile` backend for the copy."""
+    from ..train.loop import adamw  # the training loop's AdamW: fused where it can be
+
     model = copy.deepcopy(model).train()
     forward = model if compile_with is None else torch.compile(model, backend=compile_with)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    opt = adamw(model.parameters(), lr=lr)
     with torch.no_grad():  # in eval mode: batch norm cannot normalise a batch of one in training mode
         num_classes = model.eval()(x[:1], **forward_kwargs).shape[-1]
     model.train()

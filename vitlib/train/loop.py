@@ -168,14 +168,21 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def adamw(params, **kwargs) -> torch.optim.AdamW:
+    """:class:`torch.optim.AdamW` over ``params`` (tensors or parameter groups), with its fused
+    kernel when every parameter is floating point on a CPU or a CUDA device. On a CPU, AdamW's
+    default loops over the tensors one by one, several times slower than the fused kernel: for a
+    ViT-B/16 the optimiser step would cost about as much as forward and backward together."""
+    params = list(params)
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
+    return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW over ``model``'s trainable parameters only, grouped by :func:`param_groups`; the fused
-    kernel (one pass over every tensor, several times faster than a loop over them on a CPU) when
-    every parameter is floating point on a CPU or a CUDA device."""
-    groups = param_groups(model, weight_decay)
-    fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda")
-                for group in groups for p in group["params"])
-    return torch.optim.AdamW(groups, lr=lr, fused=fused or None)
+    """AdamW (:func:`adamw`) over ``model``'s trainable parameters only, grouped by
+    :func:`param_groups`."""
+    return adamw(param_groups(model, weight_decay), lr=lr)
 
 
 # ---------------------------------------------------------------------------------------------
