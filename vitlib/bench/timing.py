@@ -7,13 +7,19 @@ Rules the functions follow, because the book's numbers must be trustworthy:
 * :func:`time_interleaved` times several candidates round after round in one process, so that a
   noisy neighbour slows them all alike;
 * a measurement leaves the model as it found it: inference runs in eval mode and restores the
-  model's mode (:func:`eval_mode`); a training step runs on a private copy of the model.
+  model's mode (:func:`eval_mode`); a training step runs on a private copy of the model;
+* and it leaves the process's threading as a fresh process has it: torch's thread count, and
+  MKL's dynamic threading, which ``torch.set_num_threads`` (and so every Timer) turns off for good
+  (:func:`_mkl_dynamic_threads`).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
+import functools
 import logging
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -173,7 +179,10 @@ def time_function(
     times, spent = [], 0.0
     while len(times) < min_calls or spent < min_run_time:
         if number >= MIN_BLOCK:
-            times.append(timer.timeit(number).mean)
+            try:
+                times.append(timer.timeit(number).mean)
+            finally:
+                _mkl_dynamic_threads()
             spent += times[-1] * number
         else:
             times.append(_one_call(run, threads))
@@ -192,6 +201,37 @@ def _one_call(run: Callable[[], object], threads: int) -> float:
         return time.perf_counter() - start
     finally:
         torch.set_num_threads(before)
+        _mkl_dynamic_threads()
+
+
+@functools.cache
+def _mkl():
+    """torch's CPU library, for the MKL C functions it exports (``MKL_Set_Dynamic``,
+    ``MKL_Set_Num_Threads_Local``: both take an int), or None where torch has no MKL (ARM,
+    macOS). (The lower-case names there are MKL's Fortran entries, which take pointers.)"""
+    if not torch.backends.mkl.is_available():
+        return None
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        for name in ("MKL_Set_Dynamic", "MKL_Set_Num_Threads_Local"):
+            getattr(lib, name).argtypes = [ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def _mkl_dynamic_threads() -> None:
+    """Let MKL choose how many threads each call uses again, as it does in a fresh process.
+
+    ``torch.set_num_threads``, which :class:`torch.utils.benchmark.Timer` calls on every run, also
+    gives MKL a fixed thread count and turns its dynamic threading off, for the rest of the
+    process; MKL then runs even the tiny matrix products of a quick-mode model on every thread,
+    and training after a measurement is markedly slower than before it. Timed calls still run as
+    the Timer sets them up. Does nothing where torch has no MKL."""
+    lib = _mkl()
+    if lib is not None:
+        lib.MKL_Set_Dynamic(1)
+        lib.MKL_Set_Num_Threads_Local(0)  # 0: no fixed count, MKL's own choice again
 
 
 def time_interleaved(
