@@ -312,6 +312,8 @@ def test_the_optimizer_is_fused_for_floating_point_parameters_on_a_cpu_only():
     meta = Tables().to("meta")  # no fused kernel there: the loop over tensors
     assert not vtrain.build_optimizer(meta, lr=1e-3, weight_decay=0.05).defaults["fused"]
     assert vtrain.adamw(Tables().parameters(), lr=1e-3).defaults["fused"]
+    groups = vtrain.adamw([{"params": (p for p in Tables().parameters())}]).param_groups
+    assert len(groups[0]["params"]) == 3  # a generator in a group is read once, not used up
     assert not vtrain.adamw([torch.nn.Parameter(torch.ones(2, device="meta"))]).defaults["fused"]
 
 

@@ -173,10 +173,15 @@ def adamw(params, **kwargs) -> torch.optim.AdamW:
     kernel when every parameter is floating point on a CPU or a CUDA device. On a CPU, AdamW's
     default loops over the tensors one by one, several times slower than the fused kernel: for a
     ViT-B/16 the optimiser step would cost about as much as forward and backward together."""
-    params = list(params)
+    params = [{**g, "params": _tensors(g["params"])} if isinstance(g, dict) else g for g in _tensors(params)]
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in tensors)
     return torch.optim.AdamW(params, fused=fused or None, **kwargs)
+
+
+def _tensors(params) -> list:
+    """A list of what ``params`` holds (one tensor, or an iterable that may be a generator)."""
+    return [params] if isinstance(params, torch.Tensor) else list(params)
 
 
 def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float) -> torch.optim.AdamW:
