@@ -203,20 +203,29 @@ def test_short_calls_are_timed_in_blocks_sized_from_the_warm_up():
     assert 0.05 / 0.002 <= len(calls) <= 2 * 0.05 / 0.001, len(calls)
 
 
-def test_timing_gives_mkl_its_dynamic_threads_back(monkeypatch):
+def test_timing_runs_every_call_on_its_threads_then_gives_mkl_its_dynamic_threads_back(monkeypatch):
     import time
 
     from vitlib.bench import timing
 
     if torch.backends.mkl.is_available():  # where torch has MKL, the library exports the functions
         assert timing._mkl() is not None
-    resets, threads = [], torch.get_num_threads()
+    resets, seen, threads = [], set(), torch.get_num_threads()
     monkeypatch.setattr(timing, "_mkl_dynamic_threads", lambda: resets.append(torch.get_num_threads()))
-    bench.time_function(lambda: time.sleep(0.001), min_run_time=0.02, warmup=1)  # in blocks
-    blocks = len(resets)
-    bench.time_function(lambda: time.sleep(0.01), min_run_time=0.001, warmup=1)  # call by call
-    assert blocks >= bench.MIN_CALLS and len(resets) >= blocks + bench.MIN_CALLS
-    assert set(resets) == {threads}  # after torch's count is back
+    other = 1 if threads > 1 else 2
+
+    def short():  # timed in blocks, after its warm-up calls
+        seen.add(torch.get_num_threads())
+        time.sleep(0.001)
+
+    def long():  # timed call by call
+        seen.add(torch.get_num_threads())
+        time.sleep(0.01)
+
+    bench.time_function(short, min_run_time=0.02, warmup=3, num_threads=other)
+    bench.time_function(long, min_run_time=0.001, warmup=2, num_threads=other)
+    assert seen == {other}  # warm-up calls too, not only the timed ones
+    assert resets == [threads, threads]  # once after each timing, torch's count back first
     monkeypatch.undo()
     timing._mkl_dynamic_threads()  # the real call: no crash, and torch still works
     assert torch.ones(2, 2).matmul(torch.ones(2, 2)).sum() == 8

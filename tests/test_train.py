@@ -305,7 +305,7 @@ class Tables(torch.nn.Module):
         return self.skip
 
 
-def test_the_optimizer_is_fused_for_floating_point_parameters_on_a_cpu_only():
+def test_the_optimizer_is_fused_for_floating_point_parameters_on_cpu_or_cuda_only():
     assert vtrain.build_optimizer(Tables(), lr=1e-3, weight_decay=0.05).defaults["fused"]
     doubles = Tables().to(torch.float64)
     assert vtrain.build_optimizer(doubles, lr=1e-3, weight_decay=0.05).defaults["fused"]

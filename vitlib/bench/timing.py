@@ -165,43 +165,49 @@ def time_function(
     threads = num_threads or default_threads()
     run = _synchronised(fn, device)
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
-    last = None  # seconds of the last warm-up call
-    for i in range(warmup):
-        if i == warmup - 1:
-            last = _one_call(run, threads)
-        else:
-            run()
-    number = 1
-    if not long_call:
-        if last is None:  # no warm-up: one untimed call sizes the blocks
-            last = _one_call(run, threads)
-        number = int(min_run_time / (min_calls * max(last, 1e-9)))
-    times, spent = [], 0.0
-    while len(times) < min_calls or spent < min_run_time:
-        if number >= MIN_BLOCK:
-            try:
+    with _torch_threads(threads):  # warm-up and timed calls alike
+        last = None  # seconds of the last warm-up call
+        for i in range(warmup):
+            if i == warmup - 1:
+                last = _one_call(run)
+            else:
+                run()
+        number = 1
+        if not long_call:
+            if last is None:  # no warm-up: one untimed call sizes the blocks
+                last = _one_call(run)
+            number = int(min_run_time / (min_calls * max(last, 1e-9)))
+        times, spent = [], 0.0
+        while len(times) < min_calls or spent < min_run_time:
+            if number >= MIN_BLOCK:
                 times.append(timer.timeit(number).mean)
-            finally:
-                _mkl_dynamic_threads()
-            spent += times[-1] * number
-        else:
-            times.append(_one_call(run, threads))
-            spent += times[-1]
+                spent += times[-1] * number
+            else:
+                times.append(_one_call(run))
+                spent += times[-1]
     return Timing(times=times, threads=threads, label=label, batch=batch)
 
 
-def _one_call(run: Callable[[], object], threads: int) -> float:
-    """Seconds one ``run()`` takes on ``threads`` threads. (``Timer.timeit(number=1)`` would first
-    make two untimed calls of its own, three times the work of a long call.)"""
+@contextlib.contextmanager
+def _torch_threads(threads: int):
+    """torch on ``threads`` threads for the block; then the count it had, and MKL's dynamic
+    threading (:func:`_mkl_dynamic_threads`), back. (The Timer sets and resets the same count
+    around each block of its own.)"""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        start = time.perf_counter()
-        run()
-        return time.perf_counter() - start
+        yield
     finally:
         torch.set_num_threads(before)
         _mkl_dynamic_threads()
+
+
+def _one_call(run: Callable[[], object]) -> float:
+    """Seconds one ``run()`` takes, on the threads :func:`time_function` set. (``Timer.timeit(number=1)``
+    would first make two untimed calls of its own, three times the work of a long call.)"""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
 
 
 @functools.cache
