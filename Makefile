@@ -10,13 +10,19 @@ OFFLINE := _build/offline
 # The chapters as nbval executed them, beside the book's sources: what the strict build renders.
 EXECUTED := _build/executed
 
-.PHONY: book test unit notebooks strict-book browser bench gpu-bench clean help
+.PHONY: book test unit notebooks strict-book browser colab-check full-rehearsal record bench gpu-bench gpu-record \
+	clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make book   - set up $(VENV), execute every chapter ($(MODE) mode) and build _build/html"
 	@echo "make test   - set up $(VENV), run unit tests, nbval over book/, a strict build of what nbval"
 	@echo "              executed, and a headless-browser test of the built pages"
+	@echo "make colab-check - the chapters as Colab runs them: a fresh environment at Colab's versions, vitlib"
+	@echo "              installed from the committed tree, every chapter in quick mode, every control moved"
+	@echo "make full-rehearsal - every chapter's full mode at the smoke scale on the CPU, with each chapter's"
+	@echo "              expected time and memory on a T4 and an A100 (RECORD=1 writes book/results/full-mode.json)"
+	@echo "make record - execute every chapter ($(MODE) mode) into the committed record, book/results/chapters/"
 	@echo "make bench SUITE=anatomy - run a benchmark suite, figures to _build/bench/SUITE.json"
 	@echo "make gpu-bench - on one GPU, in under 5 minutes: every model family eager and compiled, fp32 and"
 	@echo "              bf16, attention kernels from 197 to 4096 tokens; JSON to $(GPU_BENCH)"
@@ -58,6 +64,21 @@ browser: strict-book
 
 test: unit notebooks strict-book browser
 	@cat $(EXECUTED)/chapter-times.txt
+
+# Colab as it ships (.ci/colab.py): the environment is made once per commit, both checks use it.
+COLAB := _build/colab
+colab-check:
+	$(PYTHON) .ci/colab.py venv --work $(COLAB)
+	$(PYTHON) .ci/colab.py check --work $(COLAB)
+
+full-rehearsal:
+	$(PYTHON) .ci/colab.py venv --work $(COLAB) --reuse
+	$(PYTHON) .ci/colab.py rehearse --work $(COLAB) $(if $(RECORD),--record)
+
+# The record that ships with vitlib (book/results/): a deliberate refresh, never part of a build.
+record: $(VENV)/.test-deps
+	VITLIB_RESULTS=$(CURDIR)/book/results/chapters VITLIB_MODE=$(MODE) $(BIN)/python -m pytest --nbval-lax book \
+		-p no:cacheprovider -q
 
 SUITE ?= anatomy
 bench: $(VENV)/.book-deps

@@ -67,15 +67,32 @@ def test_no_progress_bar_while_the_book_builds(monkeypatch):
 
 
 def test_setup_cell_installs_with_the_kernels_pip_and_pins_nothing():
-    cell = book.setup_cell()
+    cell = book.setup_cell("02_lightweight_models")
     assert f'REPOSITORY = "{book.REPOSITORY_URL}"' in cell
     code = [ln.strip() for ln in cell.splitlines() if not ln.lstrip().startswith("#")]
     pip = [ln for ln in code if "install" in ln]
     assert pip == ['%pip install -q "vitlib @ git+{REPOSITORY}"'], pip  # the kernel's pip, quoted
     assert not re.search(r"torch|numpy|[=<>]=|[<>]", " ".join(pip)), "the install pins nothing"
     assert not any("subprocess" in ln or "!pip" in ln for ln in code)
-    assert cell.rstrip().endswith("book = vitlib.book.setup()")
-    assert book.setup_cell("file:///x") == cell.replace(book.REPOSITORY_URL, "file:///x")
+    assert cell.rstrip().endswith('book = vitlib.book.setup("02_lightweight_models")')
+    assert book.setup_cell("x", "file:///x") == book.setup_cell("x").replace(book.REPOSITORY_URL, "file:///x")
+
+
+def test_setup_says_under_the_title_what_full_mode_takes(capsys, monkeypatch):
+    from vitlib import fullmode
+
+    monkeypatch.setenv("VITLIB_UNDER_TEST", "1")
+    monkeypatch.delenv("VITLIB_SMOKE", raising=False)
+    entry = {"gpus": {"T4": {"total_s": 11.2 * 60, "peak_bytes": 3.3 * 2**30, "assumed": True},
+                      "A100": {"total_s": 150.0, "peak_bytes": 3.3 * 2**30, "assumed": True}}}
+    monkeypatch.setattr(fullmode, "recorded_estimate", lambda chapter: entry if chapter == "02_x" else None)
+    book.setup("02_x")
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("quick mode")
+    assert "about 12 min on a T4, 3 min on an A100, peak memory about 3.3 GB" in lines[1]
+    assert "estimated" in lines[1]
+    book.setup("03_y")
+    assert len(capsys.readouterr().out.splitlines()) == 1  # nothing recorded: nothing claimed
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -87,8 +104,8 @@ def test_chapter_opens_with_its_title_then_the_hidden_setup_cell(path):
     title = nb.cells[0]
     assert title.cell_type == "markdown" and title.source.startswith("# "), f"{path.name}: first cell is not its title"
     setup = nb.cells[1]
-    assert setup.cell_type == "code" and setup.source == book.setup_cell(), \
-        f"{path.name}: the cell after the title differs from vitlib.book.setup_cell()"
+    assert setup.cell_type == "code" and setup.source == book.setup_cell(path.stem), \
+        f"{path.name}: the cell after the title differs from vitlib.book.setup_cell({path.stem!r})"
     assert "hide-input" in setup.metadata.get("tags", []), f"{path.name}: the setup cell's input is not hidden"
     others = [i for i, c in enumerate(code[1:], start=1) if "vitlib.book.setup(" in c.source]
     assert not others, f"{path.name}: code cells {others} call setup again"
@@ -144,7 +161,11 @@ def test_book_config_executes_and_excludes_the_package():
     assert config["launch_buttons"]["colab_url"].startswith("https://colab.research.google.com")
 
 
-def test_library_requirements_are_in_requirements_txt():
+def test_requirements_txt_adds_the_book_tooling_and_repeats_no_library_requirement():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    lines = {ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()}
-    assert set(project["project"]["dependencies"]) <= lines
+    names = {re.split(r"[<>=!\[ ]", d)[0] for d in project["project"]["dependencies"]}
+    lines = [ln.split("#")[0].strip() for ln in (ROOT / "requirements.txt").read_text().splitlines()]
+    tooling = {re.split(r"[<>=!\[ ]", ln)[0] for ln in lines if ln}
+    assert {"jupyter-book", "ipykernel", "ipywidgets"} <= tooling
+    assert tooling & names == {"ipywidgets"}, "requirements.txt repeats a library requirement"
+    assert "-e ." in (ROOT / "Makefile").read_text()  # make installs vitlib's own requirements with it

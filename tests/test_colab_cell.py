@@ -37,7 +37,7 @@ def _chapter_imports() -> list[str]:
     seen: dict[str, None] = {}
     for path in NOTEBOOKS:
         for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type != "code" or cell.source == setup_cell():
+            if cell.cell_type != "code" or cell.source == setup_cell(path.stem):
                 continue
             for node in ast.parse(cell.source).body:
                 if isinstance(node, (ast.Import, ast.ImportFrom)):
@@ -85,8 +85,8 @@ def test_setup_cell_installs_vitlib_in_a_fresh_environment(tmp_path):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout of the repository")
     python = _environment_without_vitlib(tmp_path)
-    cell = setup_cell(repository_url=f"file://{ROOT}")
-    assert cell.replace(f"file://{ROOT}", "URL") == setup_cell(repository_url="URL")
+    cell = setup_cell("01_anatomy", repository_url=f"file://{ROOT}")
+    assert cell.replace(f"file://{ROOT}", "URL") == setup_cell("01_anatomy", repository_url="URL")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "PIP_", "VIRTUAL_ENV"))}
     # No index: every requirement must already be met, as Colab's preinstalled packages meet them.
     # No build isolation: the build backend (setuptools) comes from the environment, not the index.

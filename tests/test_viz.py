@@ -73,8 +73,8 @@ def test_bad_input_is_named():
         static_chart(FRAMES, slider="s", dropdown="d", option="LeViT")
     with pytest.raises(ValueError, match="value 999 is not among"):
         static_chart(FRAMES, slider="s", dropdown="d", value=999)
-    with pytest.raises(ValueError, match="plotly_js must be 'book' or 'inline'; received 'cdn'"):
-        static_chart(FRAMES["ViT"], slider="s").to_html("cdn")
+    with pytest.raises(ValueError, match="plotly_js must be 'book', 'inline' or 'cdn'; received 'xml'"):
+        static_chart(FRAMES["ViT"], slider="s").to_html("xml")
 
 
 def test_html_loads_the_books_plotly_while_building_and_carries_it_otherwise(monkeypatch):

@@ -44,6 +44,12 @@ CPUs (AMD's, notably) runs far below the speed of oneDNN's, also bundled with to
 same pass; everything else (training, autocast, tracing, compiling, export, FLOP counting,
 quantised or hooked layers, small products) takes ``nn.Linear`` as it is. ``onednn_linear(False)``
 turns the path off for a block of code; ``VITLIB_ONEDNN=0`` turns it off for the process.
+
+Reduced precision on a GPU. :func:`half_precision` is the one rule for which 16-bit type
+automatic mixed precision uses: bfloat16 only where the GPU computes it natively (compute
+capability 8.0 and later: A100, H100, RTX 30xx and newer), float16 with a gradient scaler elsewhere.
+``torch.cuda.is_bf16_supported()`` is True on a T4 (7.5) too, through emulation: bfloat16 there runs
+at a small fraction of float16's tensor-core speed, and cuDNN has no bfloat16 convolutions.
 """
 from __future__ import annotations
 
@@ -57,7 +63,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 __all__ = ["ATTENTION_BACKENDS", "SDPA_KERNELS", "attention_backend", "current_attention_backend",
-           "available_attention_backends", "sdpa", "ONEDNN_MIN_MACS", "onednn_linear", "linear"]
+           "available_attention_backends", "sdpa", "ONEDNN_MIN_MACS", "onednn_linear", "linear",
+           "BF16_MIN_CAPABILITY", "half_precision"]
 
 _KERNEL_NAMES = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
                  "cudnn": "CUDNN_ATTENTION"}
@@ -262,3 +269,21 @@ def linear(x: torch.Tensor, layer: nn.Module, act: str | None = None,
     if act:
         y = F.gelu(y)
     return y if residual is None else residual + y
+
+
+# ---------------------------------------------------------------------------------------------
+# reduced precision
+
+#: The first CUDA compute capability whose tensor cores compute bfloat16 (Ampere).
+BF16_MIN_CAPABILITY = (8, 0)
+
+
+def half_precision(device: torch.device | str) -> torch.dtype:
+    """The 16-bit type automatic mixed precision should use on ``device``: bfloat16 on GPUs of
+    compute capability 8.0 or later, float16 on older GPUs (a T4: 7.5), and bfloat16 on a CPU
+    (where float16 autocast covers fewer operators)."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return torch.bfloat16
+    capability = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if tuple(capability) >= BF16_MIN_CAPABILITY else torch.float16

@@ -95,25 +95,40 @@ def _versions() -> str:
     return f"vitlib {__version__}, torch {torch.__version__}"
 
 
-def setup(seed: int = 0, quiet: bool = False) -> BookSetup:
-    """Choose device and mode, seed everything, and print one line: what was chosen and why, the
-    threads torch uses, and the versions."""
+def setup(chapter: str | None = None, seed: int = 0, quiet: bool = False) -> BookSetup:
+    """Choose device and mode, seed everything, and print what was chosen and why, the threads
+    torch uses and the versions; in full mode, where downloaded data go. ``chapter`` (the
+    notebook's stem) adds a second line: what the chapter's full mode takes on a T4 and an A100
+    (:func:`vitlib.fullmode.title_line`)."""
+    from . import smoke
+
     device = choose_device()
     mode, reason = choose_mode(device)
     seed_everything(seed)
     threads = torch.get_num_threads()
+    if chapter:
+        smoke.chapter(chapter)
     if not quiet:
         from .bench import device_name
+        from .fullmode import title_line
+        from .locations import data_root
 
         where = f"{device}: {device_name(device)}" if device.type == "cuda" else f"{device}"
-        print(f"{mode} mode ({reason}) on {where}, {threads} threads, seed {seed}; {_versions()}")
+        scale = (", at the smoke scale (full mode's code, a few steps: no figure means anything)"
+                 if smoke.active() else "")
+        data = f"; data in {data_root()}" if mode == "full" else ""
+        print(f"{mode} mode ({reason}){scale} on {where}, {threads} threads, seed {seed}; {_versions()}{data}")
+        line = title_line(chapter) if chapter else None
+        if line:
+            print(line)
     return BookSetup(device=device, mode=mode, seed=seed, threads=threads, reason=reason)
 
 
-def setup_cell(repository_url: str = REPOSITORY_URL) -> str:
-    """Source of every chapter's setup cell (the tests keep the chapters in sync with it). In
-    Colab, where vitlib is missing, it installs vitlib with the kernel's own pip (``%pip``) from
-    ``repository_url``; the requirement is quoted and pins nothing that Colab ships."""
+def setup_cell(chapter: str, repository_url: str = REPOSITORY_URL) -> str:
+    """Source of chapter ``chapter``'s setup cell (the notebook's stem; the tests keep the chapters
+    in sync with it). In Colab, where vitlib is missing, it installs vitlib with the kernel's own
+    pip (``%pip``) from ``repository_url``; the requirement is quoted and pins nothing that Colab
+    ships."""
     return (
         "# Setup: in Colab, install vitlib (the book's package) from the book's repository;\n"
         "# then choose the device and mode, seed everything, and print the versions.\n"
@@ -124,7 +139,7 @@ def setup_cell(repository_url: str = REPOSITORY_URL) -> str:
         "    %pip install -q \"vitlib @ git+{REPOSITORY}\"\n"
         "import vitlib.book\n"
         "\n"
-        "book = vitlib.book.setup()"
+        f"book = vitlib.book.setup(\"{chapter}\")"
     )
 
 

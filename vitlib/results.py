@@ -3,8 +3,16 @@
 Each chapter records its verdicts (and any figures it wants to share) with :func:`record`, usually
 through :func:`vitlib.claims.verdict_table` (``chapter=``), as one JSON file per chapter in
 :func:`results_dir`, with the mode, device and provenance (versions, date, commit) of the run.
-Running a chapter again replaces its own file. Results recorded on a GPU by ``make gpu-bench``
-live apart, in ``book/results/``, with their own provenance (:func:`recorded_gpu_results`).
+Running a chapter again replaces its own file.
+
+The book also ships a record (:func:`vitlib.locations.recorded_dir`: ``book/results/`` in the
+repository, ``vitlib/recorded/`` in an installed copy), so that a chapter in a fresh runtime
+(each Colab notebook gets its own) can show what was measured elsewhere, and where:
+
+* ``chapters/NN_topic.json``: every chapter's results from the last ``make record``
+  (:func:`load_recorded`);
+* ``gpu-record.json`` (``make gpu-record``) and ``gpu-bench.json`` (``make gpu-bench``): figures
+  measured on a GPU (:func:`recorded_gpu_results`).
 """
 from __future__ import annotations
 
@@ -13,20 +21,20 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["RESULTS_ENV", "results_dir", "record", "load", "load_all", "recorded_gpu_results"]
+__all__ = ["RESULTS_ENV", "results_dir", "record", "load", "load_all", "load_recorded", "recorded_gpu_results"]
 
 RESULTS_ENV = "VITLIB_RESULTS"
-_REPO = Path(__file__).resolve().parents[1]
 
 
 def results_dir() -> Path:
     """``$VITLIB_RESULTS`` if set; else ``_build/results`` of the source checkout vitlib runs from;
     else (an installed vitlib, as in Colab) ``vitlib-results`` in the working directory."""
+    from .locations import checkout
+
     if os.environ.get(RESULTS_ENV):
         return Path(os.environ[RESULTS_ENV])
-    if (_REPO / "pyproject.toml").is_file() and (_REPO / "book").is_dir():
-        return _REPO / "_build" / "results"
-    return Path.cwd() / "vitlib-results"
+    root = checkout()
+    return root / "_build" / "results" if root is not None else Path.cwd() / "vitlib-results"
 
 
 def record(chapter: str, *, mode: str, device: str, claims: Sequence[Mapping] = (),
@@ -63,8 +71,19 @@ def load_all(directory: Path | None = None) -> dict[str, dict]:
     return {p.stem: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
 
 
+def load_recorded() -> dict[str, dict]:
+    """Every chapter's results in the book's record (``make record``), by chapter; empty when the
+    record holds none."""
+    from .locations import recorded_dir
+
+    return load_all(recorded_dir() / "chapters")
+
+
 def recorded_gpu_results(name: str = "gpu-bench") -> dict | None:
-    """Results that ``make gpu-bench`` recorded on a GPU and committed in ``book/results/NAME.json``
-    (with their provenance), or None when none have been recorded."""
-    path = _REPO / "book" / "results" / f"{name}.json"
+    """Results recorded on a GPU (``make gpu-bench``: ``gpu-bench``; ``make gpu-record``:
+    ``gpu-record``) as the book ships them, with their provenance, or None when none have been
+    recorded."""
+    from .locations import recorded_dir
+
+    path = recorded_dir() / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None

@@ -11,8 +11,10 @@ headers, right-aligned numbers with stated precision, padding, no bare 0..n inde
 
 A :class:`StaticChart` displays as HTML (``text/html``, which a strict book build accepts). While
 the book builds (:func:`vitlib.book.building_book`) that HTML loads the book's own copy of
-plotly.js (:data:`vitlib.offline.PLOTLY_JS`), so the page fetches nothing from elsewhere;
-anywhere else it carries the installed plotly package's plotly.js inline.
+plotly.js (:data:`vitlib.offline.PLOTLY_JS`), so the page fetches nothing from elsewhere. In Colab
+(:func:`in_colab`), where each output is a page of its own and the book's files are not there, it
+is plotly's own HTML, which loads plotly.js from plotly's CDN as Colab's plotly renderer does;
+anywhere else (Jupyter) it carries the installed plotly package's plotly.js inline.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any
 from .progress import building_book
 from .offline import PLOTLY_JS
 
-__all__ = ["StaticChart", "static_chart", "table"]
+__all__ = ["StaticChart", "in_colab", "static_chart", "table"]
 
 _counter = itertools.count()
 
@@ -58,6 +60,13 @@ _LOADER = """(function () {
 })();"""
 
 
+def in_colab() -> bool:
+    """True inside a Colab runtime (its ``google.colab`` module is loaded)."""
+    import sys
+
+    return "google.colab" in sys.modules
+
+
 class StaticChart:
     """A plotly figure with its settings baked in; displays as HTML (see the module's doc).
 
@@ -76,9 +85,14 @@ class StaticChart:
 
     def to_html(self, plotly_js: str = "book") -> str:
         """The chart as an HTML fragment. ``plotly_js``: ``"book"`` loads the built book's
-        plotly.js; ``"inline"`` carries the installed package's plotly.js in the fragment."""
-        if plotly_js not in ("book", "inline"):
-            raise ValueError(f"plotly_js must be 'book' or 'inline'; received {plotly_js!r}")
+        plotly.js; ``"inline"`` carries the installed package's plotly.js in the fragment;
+        ``"cdn"`` is plotly's own HTML, loading plotly.js from plotly's CDN (Colab)."""
+        if plotly_js not in ("book", "inline", "cdn"):
+            raise ValueError(f"plotly_js must be 'book', 'inline' or 'cdn'; received {plotly_js!r}")
+        if plotly_js == "cdn":
+            return self.figure.to_html(full_html=False, include_plotlyjs="cdn",
+                                       config={"displaylogo": False, "responsive": True},
+                                       default_height=f"{self.height}px")
         from plotly.utils import PlotlyJSONEncoder
 
         figure = self.figure.to_plotly_json()
@@ -103,7 +117,7 @@ class StaticChart:
         return "\n".join(parts)
 
     def _repr_html_(self) -> str:
-        return self.to_html("book" if building_book() else "inline")
+        return self.to_html("book" if building_book() else "cdn" if in_colab() else "inline")
 
 
 def _traces(traces: Any, where: str) -> list:

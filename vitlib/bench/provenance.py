@@ -30,11 +30,30 @@ def device_name(device: torch.device | str) -> str:
     return f"{name} ({os.cpu_count()} logical CPUs)"
 
 
-def _git_commit() -> str:
-    here = Path(__file__).resolve().parent
+def _installed_commit() -> str:
+    """The commit an installed vitlib was built from, as pip recorded it for a ``git+`` install
+    (``direct_url.json``), or ``"unknown"``."""
+    import json
+    from importlib import metadata
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        direct = metadata.distribution("vitlib").read_text("direct_url.json")
+        return json.loads(direct or "{}").get("vcs_info", {}).get("commit_id") or "unknown"
+    except (metadata.PackageNotFoundError, ValueError):
+        return "unknown"
+
+
+def _git_commit() -> str:
+    """The commit of the checkout vitlib runs from (``+dirty`` with uncommitted changes to tracked
+    files); for an installed copy, the commit pip installed it from."""
+    from ..locations import checkout
+
+    root = checkout()
+    if root is None:
+        return _installed_commit()
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
                                capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -15,6 +15,7 @@ Rules the functions follow, because the book's numbers must be trustworthy:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import copy
 import ctypes
 import functools
@@ -43,6 +44,7 @@ __all__ = [
     "batch_and_device",
     "time_function",
     "time_interleaved",
+    "serving_on_cpu",
     "inference_fn",
     "train_step_fn",
     "measure_inference",
@@ -162,9 +164,15 @@ def time_function(
     """
     if min_calls < 1:
         raise ValueError(f"min_calls must be at least 1; received {min_calls}")
+    from .. import smoke
+
     threads = num_threads or default_threads()
     run = _synchronised(fn, device)
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
+    if smoke.active():  # full mode's code at the smoke scale: one counted call, one timed call
+        with _torch_threads(threads):
+            _note_planned_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time)
+            return Timing(times=[_one_call(run)], threads=threads, label=label, batch=batch)
     with _torch_threads(threads):  # warm-up and timed calls alike
         last = None  # seconds of the last warm-up call
         for i in range(warmup):
@@ -200,6 +208,50 @@ def _torch_threads(threads: int):
     finally:
         torch.set_num_threads(before)
         _mkl_dynamic_threads()
+
+
+#: How many rounds :func:`time_interleaved` plans for the timing being made (the smoke scale's
+#: ledger counts them all; one round runs).
+_PLANNED_ROUNDS: contextvars.ContextVar[int] = contextvars.ContextVar("vitlib_planned_rounds", default=1)
+#: Set by :func:`serving_on_cpu`: timings that full mode makes on the CPU, whatever the device.
+_ON_CPU: contextvars.ContextVar[bool] = contextvars.ContextVar("vitlib_on_cpu", default=False)
+
+
+@contextlib.contextmanager
+def serving_on_cpu():
+    """Marks the timings inside the block as ones that full mode, too, makes on the CPU (dynamic
+    INT8, ONNX Runtime, serving): the smoke scale's ledger then counts their calls at the speed it
+    measured on this CPU rather than at a GPU's."""
+    token = _ON_CPU.set(True)
+    try:
+        yield
+    finally:
+        _ON_CPU.reset(token)
+
+
+def _note_planned_timing(run: Callable[[], None], *, warmup: int, min_calls: int, min_run_time: float) -> None:
+    """The smoke scale's first call of a timing: run once, its seconds measured, its FLOPs counted
+    and its peak CPU memory profiled, and note what the planned timing would do."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .. import smoke
+
+    figures: dict = {}
+
+    def counted():
+        try:
+            with FlopCounterMode(display=False) as counter:
+                start = time.perf_counter()
+                run()
+                figures["call_s"] = time.perf_counter() - start
+            figures["flops"] = counter.get_total_flops()
+        except Exception:  # noqa: BLE001  (a path the counter cannot see through: time it plainly)
+            figures["call_s"] = _one_call(run)
+            figures["flops"] = None
+
+    peak = peak_memory(counted, "cpu", cpu=True)
+    smoke.note("timing", rounds=_PLANNED_ROUNDS.get(), warmup=warmup, min_calls=min_calls,
+               min_run_time=min_run_time, on_cpu=_ON_CPU.get(), peak_bytes=peak, **figures)
 
 
 def _one_call(run: Callable[[], object]) -> float:
@@ -259,6 +311,16 @@ def time_interleaved(
     later rounds; ``progress`` is a progress-bar title."""
     if rounds < 1:
         raise ValueError(f"rounds must be at least 1; received {rounds}")
+    from .. import smoke
+
+    if smoke.active():  # the smoke scale: one round, each timing noting all the planned rounds
+        token = _PLANNED_ROUNDS.set(rounds)
+        try:
+            return {key: time_function(fn, num_threads=num_threads, min_run_time=min_run_time, warmup=warmup,
+                                       device=device, min_calls=-(-min_calls // rounds)).times
+                    for key, fn in fns.items()}
+        finally:
+            _PLANNED_ROUNDS.reset(token)
     per_round = -(-min_calls // rounds)  # ceil: every round adds its share of the minimum
     times: dict = {key: [] for key in fns}
     steps: Iterable = [(r, key) for r in range(rounds) for key in fns]

@@ -29,7 +29,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..bench import MIN_CALLS, default_threads, eval_mode, inference_fn, time_interleaved
+from ..bench import MIN_CALLS, default_threads, eval_mode, inference_fn, serving_on_cpu, time_interleaved
 from ..claims import Measured
 
 __all__ = ["Exported", "Runner", "measure", "reason", "building", "directory_mb", "weights_mb"]
@@ -273,8 +273,9 @@ def measure(path: str, model: nn.Module, x, artefact: Any, runner: Callable, *, 
             diff = max(diff, float((out.float() - ref.float()).abs().max()))
             agree, images = agree + _agreement(out, ref), images + len(batch)
         fns = {"eager": inference_fn(model, x), path: lambda: runner(x)}
-        times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=threads, warmup=1,
-                                 min_calls=MIN_CALLS)
+        with serving_on_cpu():  # deployment paths run on the CPU in every mode
+            times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=threads,
+                                     warmup=1, min_calls=MIN_CALLS)
     size_mb = None
     if save is not None:
         with tempfile.TemporaryDirectory() as tmp, building() as saving:

@@ -108,7 +108,7 @@ def serving_sweep(model: torch.nn.Module, quantized: Exported, onnx: Exported, b
     over eager at that setting)."""
     import pandas as pd
 
-    from ..bench import inference_fn, time_interleaved
+    from ..bench import inference_fn, serving_on_cpu, time_interleaved
     from ..bench.timing import eval_mode
     from ..export import Runner, onnx_session
 
@@ -128,7 +128,9 @@ def serving_sweep(model: torch.nn.Module, quantized: Exported, onnx: Exported, b
                 x = torch.randn(b, model.channels, *model.image_size, generator=generator)
                 fns = {"eager": inference_fn(model, x), "int8": (lambda x=x: quantized.runner(x)),
                        "onnx": (lambda x=x: session(x))}
-                times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=t, warmup=1)
+                with serving_on_cpu():
+                    times = time_interleaved(fns, rounds=rounds, min_run_time=min_run_time, num_threads=t,
+                                             warmup=1)
                 for path, ts in times.items():
                     m = Measured.of_values(ts)
                     rows.append({"threads": t, "batch": b, "path": path, "median_ms": m.value * 1e3,

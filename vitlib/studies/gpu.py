@@ -1,5 +1,6 @@
 """The GPU benchmark, ``make gpu-bench``: every model family of the book, eager against compiled,
-float32 against bfloat16 autocast, inference and a training step, and one attention layer on the
+float32 against 16-bit autocast (bfloat16 where the GPU computes it natively, float16 on older GPUs
+such as a T4: :func:`vitlib.backends.half_precision`), inference and a training step, and one attention layer on the
 plain path against SDPA's kernels from 197 to 4096 tokens, each with its peak memory.
 
 ``python -m vitlib.bench gpu --json book/results/gpu-bench.json`` on one GPU stays within
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from ..backends import attention_backend, available_attention_backends
+from ..backends import attention_backend, available_attention_backends, half_precision
 from ..bench import inference_fn, peak_memory, register_suite, time_interleaved, train_step_fn
 from ..bench.timing import amp
 from ..claims import Measured
@@ -54,11 +55,13 @@ ATTENTION_BATCH = 8
 #: compilation.
 BUDGET_S = float(os.environ.get("VITLIB_GPU_BUDGET_S", 200))
 COMPILE_RESERVE_S = 45.0
-PRECISIONS = ("fp32", "bf16")
-
-
 #: Autocast dtype of each precision (None: float32, no autocast).
-AMP = {"fp32": None, "bf16": torch.bfloat16}
+AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def half_name(device: torch.device) -> str:
+    """``"bf16"`` or ``"fp16"``: the 16-bit autocast this suite measures on ``device``."""
+    return "bf16" if half_precision(device) == torch.bfloat16 else "fp16"
 
 
 def _sync(device: torch.device) -> None:
@@ -91,6 +94,8 @@ class _Run:
 
     def __init__(self, args, device: torch.device, budget_s: float) -> None:
         self.args, self.device = args, device
+        self.half = half_name(device)
+        self.precisions = ("fp32", self.half)
         self.deadline = time.monotonic() + budget_s
         self.skipped: list[str] = []
         self.errors: list[dict] = []
@@ -146,7 +151,7 @@ def _eager_models(run: _Run, models: dict, inputs: dict) -> list[dict]:
                 run.skipped.append(f"{label} {mode} (eager): time budget")
                 continue
             make = _infer_fn if mode == "inference" else _train_fn
-            fns, _ = run.first_calls({p: make(model, x, run.device, p) for p in PRECISIONS}, what)
+            fns, _ = run.first_calls({p: make(model, x, run.device, p) for p in run.precisions}, what)
             for precision, result in run.time(fns, len(x)).items():
                 rows.append(_row({"model": label, "family": family, "mode": mode, "precision": precision,
                                   "compiled": False, "batch": len(x)}, result))
@@ -160,8 +165,8 @@ def _attention_sweep(run: _Run, tiny: bool) -> list[dict]:
     torch.manual_seed(0)
     layer = Attention(**layer_cfg).to(run.device)
     rows = []
-    for precision in ("bf16", "fp32"):
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    for precision in (run.half, "fp32"):
+        dtype = AMP[precision] or torch.float32
         names = [b for b in available_attention_backends(run.device, dtype, layer_cfg["dim_head"])
                  if b not in ("sdpa", "math")]  # plain against each fused kernel
         for tokens in tokens_list:
@@ -233,16 +238,17 @@ def gpu_suite(args) -> dict:
         jobs = [(labels[0], "inference", "fp32"), (labels[0], "train", "fp32")]
     else:  # the most telling first: ViT-B/16, then every family's inference, then training
         first = labels[0]
-        jobs = [(first, "inference", "bf16"), (first, "train", "bf16"), (first, "inference", "fp32")]
-        jobs += [(label, "inference", "bf16") for label in labels[1:]]
-        jobs += [(first, "train", "fp32")] + [(label, "train", "bf16") for label in labels[1:]]
+        half = run.half
+        jobs = [(first, "inference", half), (first, "train", half), (first, "inference", "fp32")]
+        jobs += [(label, "inference", half) for label in labels[1:]]
+        jobs += [(first, "train", "fp32")] + [(label, "train", half) for label in labels[1:]]
     rows = _eager_models(run, models, inputs)
     attention_rows = _attention_sweep(run, tiny)
     rows += _compiled_models(run, models, inputs, jobs, backend)
     figures = {
         "tiny": tiny, "device": str(device), "gpu": torch.cuda.get_device_name(device) if cuda else None,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "compile_backend": backend, "batch": batch, "budget_s": BUDGET_S if device.type == "cuda" else None,
+        "compile_backend": backend, "half_precision": run.half, "batch": batch, "budget_s": BUDGET_S if device.type == "cuda" else None,
         "params": {label: sum(p.numel() for p in model.parameters()) for label, (_, model) in models.items()},
         "models": rows, "attention": attention_rows, "skipped": run.skipped, "errors": run.errors,
         "wall_s": time.monotonic() - start,

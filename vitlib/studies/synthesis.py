@@ -17,8 +17,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..bench import (count_flops, count_parameters, default_threads, inference_fn, time_interleaved,
-                     train_step_fn)
+from ..bench import (count_flops, count_parameters, default_threads, inference_fn, serving_on_cpu,
+                     time_interleaved, train_step_fn)
 from ..claims import CLAIMS, Measured, all_of, verdict
 
 __all__ = ["CLAIM_CHAPTERS", "FAMILIES", "DEFAULT_FAMILIES", "OPTIMISATIONS", "Trained", "Overall",
@@ -293,7 +293,8 @@ def latency_table(models, x=None, optimisations: Sequence[str] | Mapping[str, Se
     for n in names:
         nets[n] = nets[n].cpu().eval()
     fns = {n: inference_fn(nets[n], inputs[n], **kwargs.get(n, {})) for n in names}
-    times = time_interleaved(fns, progress="eager latency" if progress else None, **timing)
+    with serving_on_cpu():  # served on the CPU in every mode
+        times = time_interleaved(fns, progress="eager latency" if progress else None, **timing)
     base = baseline if baseline in names else None
     figures = {n: {} if info is None else {"params": int(info.loc[n, "params"]), "flops": int(
         info.loc[n, "flops"]), "train_s": float(info.loc[n, "train_s"])} for n in names}

@@ -5,7 +5,8 @@
   cosine decay (computed from the step number, so there is no scheduler state to lose), gradient
   clipping, and a loss hook ``loss_fn(model, (x, y)) -> (loss, logits)`` (default: cross-entropy
   with label smoothing) so that distillation or NaViT's packing need no copy of the loop.
-  Mixed precision on CUDA: bf16 where the GPU supports it, else fp16 with a gradient scaler; none
+  Mixed precision on CUDA: bf16 where the GPU computes it natively (compute capability 8.0+), else
+  fp16 with a gradient scaler (:func:`vitlib.backends.half_precision`); none
   on CPU by default (bf16 autocast is several times slower than fp32 on CPUs without native bf16).
 * :mod:`~vitlib.train.checkpoint`: safetensors files holding the weights, the optimizer's tensors,
   and as JSON metadata the model's class and config, the optimizer's settings and the history.

@@ -136,7 +136,9 @@ def _amp(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
     if amp == "auto":
         if device.type != "cuda":
             return None, False
-        amp = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        from ..backends import half_precision
+
+        amp = "bf16" if half_precision(device) == torch.bfloat16 else "fp16"
     if amp == "none":
         return None, False
     if amp == "bf16":
@@ -364,8 +366,12 @@ def fit(
     process. BatchNorm normalises with each process's slice (on GPUs, convert the model with
     ``nn.SyncBatchNorm.convert_sync_batchnorm`` for global-batch statistics).
     """
+    from .. import smoke
     from .checkpoint import load_checkpoint, save_checkpoint
 
+    planned_batch = batch_size
+    if smoke.active():  # full mode's code at the smoke scale: small batches, a few steps
+        batch_size = min(batch_size, smoke.BATCH)
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be positive; received epochs={epochs}, batch_size={batch_size}")
     if len(train) == 0:
@@ -412,7 +418,28 @@ def fit(
         bar = tqdm(total=epochs, initial=start_epoch, desc=f"training {type(unwrap(model)).__name__}", unit="epoch")
     t_start = time.perf_counter()
     step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, epochs):
+    last = min(epochs, start_epoch + smoke.EPOCHS) if smoke.active() else epochs
+
+    def train_step(x, y, global_n):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = loss_fn(net, (x, y))
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
+        loss, logits = out[0], _checked_logits(out[1], net, y, "fit")
+        optimizer.zero_grad(set_to_none=True)
+        # DDP averages the processes' gradients; weighting each by its share of the global
+        # batch makes that average the gradient of the global batch's mean loss (the weight
+        # is 1 unless the last batch splits unevenly)
+        share = len(y) * w.size / global_n
+        scaler.scale(loss * share if share != 1 else loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(params, grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        return loss, logits
+
+    for epoch in range(start_epoch, last):
         t_epoch = time.perf_counter()
         # dropout and anything else on the global RNG: its own stream per process
         torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * w.rank)
@@ -421,26 +448,18 @@ def fit(
         loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         batches = iterate_batches(train, batch_size, shuffle=True, device=device, generator=gen, cache=cache,
                                   augment=augment, shard=(w.rank, w.size))
-        for (x, y), global_n in zip(batches, batch_sizes):
+        for k, ((x, y), global_n) in enumerate(zip(batches, batch_sizes)):
+            if smoke.active() and k == smoke.STEPS:
+                break
             current_lr = lr_at(step, total_steps, warmup_steps, lr, min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                out = loss_fn(net, (x, y))
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
-            loss, logits = out[0], _checked_logits(out[1], net, y, "fit")
-            optimizer.zero_grad(set_to_none=True)
-            # DDP averages the processes' gradients; weighting each by its share of the global
-            # batch makes that average the gradient of the global batch's mean loss (the weight
-            # is 1 unless the last batch splits unevenly)
-            share = len(y) * w.size / global_n
-            scaler.scale(loss * share if share != 1 else loss).backward()
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(params, grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
+            if smoke.active() and step == start_epoch * steps_per_epoch:  # what full mode would do
+                loss, logits = smoke.note_training(train_step, (x, y, global_n), model, train, test,
+                                                   epochs=epochs, batch_size=planned_batch,
+                                                   eval_every=eval_every, device=device)
+            else:
+                loss, logits = train_step(x, y, global_n)
             loss_sum += loss.detach() * len(y)  # no host sync inside the loop
             correct += (logits.detach().argmax(-1) == y).sum()
             seen += len(y)
@@ -449,7 +468,7 @@ def fit(
         train_s = time.perf_counter() - t_epoch
         record = {"epoch": epoch + 1, "train_loss": loss_total / seen, "train_acc": correct_total / seen,
                   "lr": current_lr}
-        if test is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+        if test is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == last):
             result = evaluate(model, test, device=device, amp=amp, forward_kwargs=forward_kwargs,
                               across_processes=True)
             record.update(test_loss=result["loss"], test_acc=result["accuracy"])

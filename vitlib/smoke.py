@@ -1,0 +1,102 @@
+"""The smoke scale: full mode's code paths on a CPU in minutes, so that they are proven without a GPU.
+
+``VITLIB_SMOKE=1`` (``make full-rehearsal`` sets it, with ``VITLIB_MODE=full``) changes how often
+things run, never which code runs:
+
+* every training loop (:func:`vitlib.train.fit`) runs at most :data:`EPOCHS` epochs of at most
+  :data:`STEPS` steps, with batches of at most :data:`BATCH` images (the learning-rate schedule
+  still spans the planned epochs);
+* every timing (:func:`vitlib.bench.time_function`) is one call after at most one warm-up call,
+  and interleaved timings run one round;
+* every data set a chapter loads in full (CIFAR-10) keeps its first :data:`TRAIN_IMAGES` training
+  and :data:`TEST_IMAGES` test images.
+
+Nothing measured at this scale means anything; the setup line says so.
+
+While it runs, the rehearsal also counts what full mode would do (:func:`note`): each training
+run's planned images and FLOPs, each timing's planned seconds, and the peak memory of one training
+step at its planned batch (estimated on the meta device). ``VITLIB_LEDGER`` names the folder where
+each chapter's notes go (one JSON line each); :mod:`vitlib.fullmode` turns them into the time and
+memory each chapter's full mode needs on a T4 and on an A100 or H100.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+__all__ = ["SMOKE_ENV", "LEDGER_ENV", "EPOCHS", "STEPS", "BATCH", "TRAIN_IMAGES", "TEST_IMAGES", "active",
+           "note", "note_training", "skipped", "chapter"]
+
+SMOKE_ENV = "VITLIB_SMOKE"
+LEDGER_ENV = "VITLIB_LEDGER"
+EPOCHS = 2
+STEPS = 2
+BATCH = 16
+TRAIN_IMAGES = 256
+TEST_IMAGES = 128
+
+_chapter: list[str] = ["unnamed"]
+
+
+def active(env: dict | None = None) -> bool:
+    """True at the smoke scale (``VITLIB_SMOKE`` set to anything but ``0``)."""
+    env = os.environ if env is None else env
+    return env.get(SMOKE_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def chapter(name: str | None = None) -> str:
+    """The chapter whose notes :func:`note` writes (set by :func:`vitlib.book.setup`)."""
+    if name:
+        _chapter[0] = name
+    return _chapter[0]
+
+
+def note(kind: str, **figures) -> None:
+    """Add one line to the ledger of the running chapter (only at the smoke scale, with
+    ``VITLIB_LEDGER`` set): ``kind`` is ``"train"``, ``"timing"``, ``"memory"`` or ``"skipped"``."""
+    folder = os.environ.get(LEDGER_ENV)
+    if not folder or not active():
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with open(Path(folder) / f"{chapter()}.jsonl", "a") as f:
+        f.write(json.dumps({"kind": kind, **figures}, default=str) + "\n")
+
+
+def skipped(what: str, why: str) -> None:
+    """Note a code path that the rehearsal cannot run on a CPU (it needs a GPU): the rehearsal
+    lists it as not rehearsed."""
+    note("skipped", what=what, why=why)
+
+
+def note_training(train_step, batch, model, train, test, *, epochs, batch_size, eval_every, device):
+    """:func:`vitlib.train.fit`'s first step at the smoke scale: ``train_step(*batch)`` run once
+    under the FLOP counter (and, on a CPU, the memory profiler), and a note of what the planned
+    run would do. Its FLOPs: this step's per image (forward and backward) times the planned images
+    and epochs, each evaluation a third of that per image. Its peak memory at the planned batch:
+    weights, gradients and AdamW's two states, plus this step's activations scaled to the planned
+    batch (in float32: an upper bound under 16-bit autocast). Returns the step's result."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .bench.timing import peak_memory
+
+    result, n = {}, len(batch[1])
+
+    def counted():
+        with FlopCounterMode(display=False) as counter:
+            result["out"] = train_step(*batch)
+        result["flops"] = counter.get_total_flops()
+
+    peak = peak_memory(counted, "cpu", cpu=True) if device.type == "cpu" else None
+    if "out" not in result:  # not on a CPU: counted without the memory profile
+        counted()
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    activations = None if peak is None else max(0, peak - 3 * params)  # less gradients, AdamW states
+    planned_train = getattr(train, "planned_len", len(train))
+    planned_test = 0 if test is None else getattr(test, "planned_len", len(test))
+    evals = 0 if test is None else len({e for e in range(1, epochs + 1) if e % eval_every == 0 or e == epochs})
+    per_image = result["flops"] / n
+    note("train", model=type(model).__name__, flops=per_image * (planned_train * epochs + planned_test * evals / 3),
+         images=planned_train * epochs, steps=epochs * -(-planned_train // batch_size), batch=batch_size,
+         param_bytes=params, peak_bytes=None if activations is None else 4 * params + activations * batch_size / n)
+    return result["out"]
