@@ -134,6 +134,11 @@ def test_recorded_gpu_results_become_tables():
     assert (att.loc[0, "vs_plain_low"], att.loc[0, "vs_plain_high"]) == (1.8, 2.2)
     models = study.recorded_precision(_recorded())
     assert len(models) == 1 and models.loc[0, "speedup"] == pytest.approx(3.0)  # eager only
+    assert models.loc[0, "half"] == "bf16"
+    t4 = _recorded()
+    for r in t4["models"]:
+        r["precision"] = r["precision"].replace("bf16", "fp16")  # a T4 measures float16
+    assert study.recorded_precision(t4).loc[0, "half"] == "fp16"
     assert study.recorded_attention(None) is None and study.recorded_precision({}) is None
 
 

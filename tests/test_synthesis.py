@@ -39,10 +39,10 @@ def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
            claims=[{"id": "C13", "measured": "borrowed", "verdict": "holds"},
                    {"id": "C9", "measured": "not the own chapter", "verdict": "holds"}])
     live = {"id": "C15", "measured": "SimpleViT with int8: 1.2x", "verdict": "inconclusive on this machine"}
-    table = synthesis.claims_table(load_all(tmp_path), extra_rows=[live])
+    table = synthesis.claims_table(load_all(tmp_path), extra_rows=[live], recorded={})
     assert list(table["id"]) == [f"C{i}" for i in range(1, 16)]
     assert list(table.columns) == ["id", "claim", "chapter", "measured", "verdict", "device", "mode", "date",
-                                   "commit"]
+                                   "commit", "source"]
     rows = table.set_index("id")
     assert rows.loc["C2", "measured"] == "14,698,984 against 14,735,848"
     assert rows.loc["C2", "verdict"].startswith("does not hold")
@@ -63,12 +63,27 @@ def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
     assert "an earlier run, at commit 0123456" in dash.claims_view(older).to_html()
 
 
+def test_a_fresh_runtime_shows_the_record_and_marks_what_it_measured_itself(tmp_path):
+    here, shipped = tmp_path / "here", tmp_path / "shipped"
+    record("03_levit", mode="full", device="cpu", directory=shipped,
+           claims=[{"id": "C4", "measured": "recorded C4", "verdict": "holds"},
+                   {"id": "C5", "measured": "recorded C5", "verdict": "does not hold: x"}])
+    record("03_levit", mode="quick", device="cpu", directory=here,
+           claims=[{"id": "C5", "measured": "measured here", "verdict": "holds"}])
+    table = synthesis.claims_table(load_all(here), recorded=load_all(shipped)).set_index("id")
+    assert table.loc["C5", "measured"] == "measured here" and table.loc["C5", "source"] == "this runtime"
+    assert table.loc["C4", "measured"] == "recorded C4" and table.loc["C4", "source"] == "recorded"
+    assert table.loc["C4", "mode"] == "full" and pd.isna(table.loc["C1", "source"])
+    html = dash.claims_view(table.reset_index()).to_html()
+    assert "recorded: cpu: " in html and "(full mode)" in html and "; this runtime" in html
+
+
 def test_claims_table_refuses_an_extra_row_without_an_id_or_verdict():
     with pytest.raises(ValueError, match="C1"):
-        synthesis.claims_table({}, extra_rows=[{"id": "C99", "measured": "", "verdict": "holds"}])
+        synthesis.claims_table({}, recorded={}, extra_rows=[{"id": "C99", "measured": "", "verdict": "holds"}])
     with pytest.raises(ValueError, match="verdict"):
-        synthesis.claims_table({}, extra_rows=[{"id": "C15", "measured": "1x"}])
-    assert (synthesis.claims_table({})["verdict"] == "not measured yet").all()
+        synthesis.claims_table({}, recorded={}, extra_rows=[{"id": "C15", "measured": "1x"}])
+    assert (synthesis.claims_table({}, recorded={})["verdict"] == "not measured yet").all()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ repository, ``vitlib/recorded/`` in an installed copy), so that a chapter in a f
   (:func:`load_recorded`);
 * ``gpu-record.json`` (``make gpu-record``) and ``gpu-bench.json`` (``make gpu-bench``): figures
   measured on a GPU (:func:`recorded_gpu_results`).
+
+:func:`claims_table` gathers every claim's verdict from this runtime's results first, then from the
+record, and says which is which.
 """
 from __future__ import annotations
 
@@ -21,9 +24,19 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-__all__ = ["RESULTS_ENV", "results_dir", "record", "load", "load_all", "load_recorded", "recorded_gpu_results"]
+from .claims import CLAIMS
+
+__all__ = ["RESULTS_ENV", "CLAIM_CHAPTERS", "results_dir", "record", "load", "load_all", "load_recorded",
+           "recorded_gpu_results", "claims_table"]
 
 RESULTS_ENV = "VITLIB_RESULTS"
+#: The chapter (notebook stem) that tests each claim.
+CLAIM_CHAPTERS: dict[str, str] = {
+    "C1": "02_lightweight_models", "C2": "02_lightweight_models", "C3": "02_lightweight_models",
+    "C4": "03_levit", "C5": "03_levit", "C6": "03_levit", "C7": "04_crossvit", "C8": "04_crossvit",
+    "C9": "05_navit", "C10": "05_navit", "C11": "06_distillation", "C12": "08_deployment",
+    "C13": "08_deployment", "C14": "09_scaling_out", "C15": "10_putting_it_together"}
+RESULT_COLUMNS = ("id", "claim", "chapter", "measured", "verdict", "device", "mode", "date", "commit", "source")
 
 
 def results_dir() -> Path:
@@ -87,3 +100,57 @@ def recorded_gpu_results(name: str = "gpu-bench") -> dict | None:
 
     path = recorded_dir() / f"{name}.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+# every claim, gathered ---------------------------------------------------------------------
+
+
+def _entry(chapter: str, row: Mapping, prov: Mapping, mode: str | None, source: str) -> dict:
+    threads = f", {prov['threads']} threads" if prov.get("threads") and prov.get("device") == "cpu" else ""
+    return {"chapter": chapter, "measured": str(row["measured"]), "verdict": str(row["verdict"]),
+            "mode": mode, "device": f"{prov.get('device', '?')}: {prov.get('device_name', '?')}{threads}",
+            "date": row.get("date", prov.get("date")), "commit": row.get("commit", prov.get("commit")),
+            "source": source}
+
+
+def claims_table(results: Mapping[str, Mapping] | None = None, extra_rows: Sequence[Mapping] = (), *,
+                 recorded: Mapping[str, Mapping] | None = None):
+    """All fifteen claims in order, one row each: ``id``, ``claim`` (its words), ``chapter`` (the
+    notebook that tests it), ``measured``, ``verdict``, ``device``, ``mode``, ``date``, ``commit``
+    and ``source``: ``"this runtime"`` or ``"recorded"``.
+
+    Rows come first from ``results``, what chapters recorded in this runtime (chapter -> results,
+    default :func:`vitlib.results.load_all`), then from ``recorded``, the book's record that ships
+    with vitlib (default :func:`vitlib.results.load_recorded`): a chapter in a fresh runtime (each
+    Colab notebook gets its own) still shows every verdict, and says where it was measured. Within
+    each, the claim's own chapter first, else any chapter that recorded it. ``extra_rows`` (``id``,
+    ``measured``, ``verdict``, optionally ``device``, ``mode``, ``date`` and ``commit``) are claims
+    measured in this run; they replace the rest. A claim found nowhere says "not measured yet: run
+    chapter N" and has no figures."""
+    import pandas as pd
+
+    from .bench import provenance
+
+    results = load_all() if results is None else results
+    recorded = load_recorded() if recorded is None else recorded
+    found: dict[str, dict] = {}
+    for source, chapters in (("this runtime", results), ("recorded", recorded)):
+        for own in (True, False):  # a claim's own chapter first, then any other that recorded it
+            for chapter, data in chapters.items():
+                for row in data.get("claims", []):
+                    if (CLAIM_CHAPTERS.get(row["id"]) == chapter) == own and row["id"] not in found:
+                        found[row["id"]] = _entry(chapter, row, data.get("provenance", {}), data.get("mode"),
+                                                  source)
+    for row in extra_rows:
+        if row.get("id") not in CLAIMS or not {"measured", "verdict"} <= set(row):
+            raise ValueError(f"each extra row needs an id among {list(CLAIMS)}, a measured and a verdict; "
+                             f"received {dict(row)!r:.200}")
+        found[row["id"]] = _entry(CLAIM_CHAPTERS[row["id"]], row, provenance(row.get("device", "cpu")),
+                                  row.get("mode"), "this runtime")
+    out = []
+    for cid, words in CLAIMS.items():
+        chapter = CLAIM_CHAPTERS[cid]
+        row = found.get(cid) or {"chapter": chapter, "verdict": "not measured yet",
+                                 "measured": f"not measured yet: run chapter {int(chapter[:2])} ({chapter})"}
+        out.append({"id": cid, "claim": words, **{k: row.get(k) for k in RESULT_COLUMNS[2:]}})
+    return pd.DataFrame(out, columns=list(RESULT_COLUMNS))

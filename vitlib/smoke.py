@@ -6,8 +6,9 @@ things run, never which code runs:
 * every training loop (:func:`vitlib.train.fit`) runs at most :data:`EPOCHS` epochs of at most
   :data:`STEPS` steps, with batches of at most :data:`BATCH` images (the learning-rate schedule
   still spans the planned epochs);
-* every timing (:func:`vitlib.bench.time_function`) is one call after at most one warm-up call,
-  and interleaved timings run one round;
+* every timing (:func:`vitlib.bench.time_function`) is one call after one counted call, and
+  interleaved timings run one round; the calls that :func:`vitlib.bench.inference_fn` and
+  :func:`vitlib.bench.train_step_fn` build take the first :data:`TIMED_BATCH` images of their batch;
 * every data set a chapter loads in full (CIFAR-10) keeps its first :data:`TRAIN_IMAGES` training
   and :data:`TEST_IMAGES` test images.
 
@@ -25,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-__all__ = ["SMOKE_ENV", "LEDGER_ENV", "EPOCHS", "STEPS", "BATCH", "TRAIN_IMAGES", "TEST_IMAGES", "active",
+__all__ = ["SMOKE_ENV", "LEDGER_ENV", "EPOCHS", "STEPS", "BATCH", "TIMED_BATCH", "TRAIN_IMAGES", "TEST_IMAGES", "active",
            "note", "note_training", "skipped", "chapter"]
 
 SMOKE_ENV = "VITLIB_SMOKE"
@@ -33,6 +34,7 @@ LEDGER_ENV = "VITLIB_LEDGER"
 EPOCHS = 2
 STEPS = 2
 BATCH = 16
+TIMED_BATCH = 2
 TRAIN_IMAGES = 256
 TEST_IMAGES = 128
 

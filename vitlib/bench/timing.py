@@ -171,7 +171,8 @@ def time_function(
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
     if smoke.active():  # full mode's code at the smoke scale: one counted call, one timed call
         with _torch_threads(threads):
-            _note_planned_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time)
+            _note_planned_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time,
+                                 scale=getattr(fn, "smoke_scale", 1.0))
             return Timing(times=[_one_call(run)], threads=threads, label=label, batch=batch)
     with _torch_threads(threads):  # warm-up and timed calls alike
         last = None  # seconds of the last warm-up call
@@ -229,9 +230,11 @@ def serving_on_cpu():
         _ON_CPU.reset(token)
 
 
-def _note_planned_timing(run: Callable[[], None], *, warmup: int, min_calls: int, min_run_time: float) -> None:
+def _note_planned_timing(run: Callable[[], None], *, warmup: int, min_calls: int, min_run_time: float,
+                         scale: float) -> None:
     """The smoke scale's first call of a timing: run once, its seconds measured, its FLOPs counted
-    and its peak CPU memory profiled, and note what the planned timing would do."""
+    and its peak CPU memory profiled, and note what the planned timing would do (FLOPs, seconds and
+    memory times ``scale``, the planned batch over the batch the smoke scale ran)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from .. import smoke
@@ -250,8 +253,10 @@ def _note_planned_timing(run: Callable[[], None], *, warmup: int, min_calls: int
             figures["flops"] = None
 
     peak = peak_memory(counted, "cpu", cpu=True)
+    flops = None if figures["flops"] is None else figures["flops"] * scale
     smoke.note("timing", rounds=_PLANNED_ROUNDS.get(), warmup=warmup, min_calls=min_calls,
-               min_run_time=min_run_time, on_cpu=_ON_CPU.get(), peak_bytes=peak, **figures)
+               min_run_time=min_run_time, on_cpu=_ON_CPU.get(), peak_bytes=peak * scale,
+               call_s=figures["call_s"] * scale, flops=flops, scale=scale)
 
 
 def _one_call(run: Callable[[], object]) -> float:
@@ -351,12 +356,25 @@ def inference_fn(model: nn.Module, x, *, amp_dtype: torch.dtype | None = None,
     """``model(x, **forward_kwargs)`` under inference mode (and autocast to ``amp_dtype``, if
     given); the caller puts the model in eval mode (:func:`eval_mode`)."""
     device = batch_and_device(x)[1]
+    x, _, scale = _smoke_batch(x)
 
     def run():
         with torch.inference_mode(), amp(device, amp_dtype):
             return model(x, **forward_kwargs)
 
+    run.smoke_scale = scale
     return run
+
+
+def _smoke_batch(x, y: torch.Tensor | None = None):
+    """At the smoke scale, the first :data:`vitlib.smoke.TIMED_BATCH` images of ``x`` (and their
+    labels) and the factor by which the planned batch is larger; else ``x`` and 1."""
+    from .. import smoke
+
+    if not smoke.active() or len(x) <= smoke.TIMED_BATCH:
+        return x, y, 1.0
+    keep = smoke.TIMED_BATCH
+    return x[:keep], None if y is None else y[:keep], len(x) / keep
 
 
 def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4, *,
@@ -371,6 +389,7 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
     (the loss in float32); ``compile_with`` names a :func:`torch.compile` backend for the copy."""
     from ..train.loop import adamw  # the training loop's AdamW: fused where it can be
 
+    x, y, scale = _smoke_batch(x, y)
     model = copy.deepcopy(model).train()
     forward = model if compile_with is None else torch.compile(model, backend=compile_with)
     opt = adamw(model.parameters(), lr=lr)
@@ -392,6 +411,7 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
         sum(F.cross_entropy(o.float(), y) for o in out).backward()
         opt.step()
 
+    run.smoke_scale = scale
     return run
 
 

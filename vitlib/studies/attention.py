@@ -241,7 +241,7 @@ def precision_comparison(model: torch.nn.Module, x: torch.Tensor, precisions=("f
 
 
 def recorded_attention(results: dict | None):
-    """The attention sweep of a ``make gpu-bench`` run (:func:`vitlib.results.recorded_gpu_results`)
+    """The attention sweep of a recorded GPU run (``make gpu-record`` or ``make gpu-bench``) (:func:`vitlib.results.recorded_gpu_results`)
     as a table, one row per tokens, backend, precision and mode, with the speed-up over the plain
     path; None when nothing was recorded or the run has no sweep."""
     import pandas as pd
@@ -258,16 +258,20 @@ def recorded_attention(results: dict | None):
 
 
 def recorded_precision(results: dict | None):
-    """Each model's eager bfloat16 time against its float32 time in a ``make gpu-bench`` run, for
-    inference and training: one row per model and mode; None when nothing was recorded."""
+    """Each model's eager 16-bit time (bfloat16, or float16 on a GPU without native bfloat16, as the
+    run measured: column ``half``) against its float32 time in a recorded GPU run, for inference
+    and training: one row per model and mode; None when nothing was recorded."""
     import pandas as pd
 
     rows = [r for r in (results or {}).get("models") or [] if not r.get("compiled")]
     by = {}
     for r in rows:
         by.setdefault((r["model"], r["mode"]), {})[r["precision"]] = r
-    out = [{"model": model, "mode": mode, "fp32_ms": p["fp32"]["median_ms"], "bf16_ms": p["bf16"]["median_ms"],
-            "speedup": p["fp32"]["median_ms"] / p["bf16"]["median_ms"],
-            "fp32_mib": p["fp32"].get("peak_mem_mb"), "bf16_mib": p["bf16"].get("peak_mem_mb")}
-           for (model, mode), p in by.items() if "fp32" in p and "bf16" in p]
+    out = []
+    for (model, mode), p in by.items():
+        half = next((h for h in ("bf16", "fp16") if h in p), None)
+        if "fp32" in p and half:
+            out.append({"model": model, "mode": mode, "half": half, "fp32_ms": p["fp32"]["median_ms"],
+                        "half_ms": p[half]["median_ms"], "speedup": p["fp32"]["median_ms"] / p[half]["median_ms"],
+                        "fp32_mib": p["fp32"].get("peak_mem_mb"), "half_mib": p[half].get("peak_mem_mb")})
     return pd.DataFrame(out) if out else None

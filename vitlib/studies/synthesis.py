@@ -19,17 +19,12 @@ from torch import nn
 
 from ..bench import (count_flops, count_parameters, default_threads, inference_fn, serving_on_cpu,
                      time_interleaved, train_step_fn)
-from ..claims import CLAIMS, Measured, all_of, verdict
+from ..claims import Measured, all_of, verdict
+from ..results import CLAIM_CHAPTERS, claims_table  # noqa: F401  (chapter 10 reads them here)
 
 __all__ = ["CLAIM_CHAPTERS", "FAMILIES", "DEFAULT_FAMILIES", "OPTIMISATIONS", "Trained", "Overall",
            "claims_table", "same_budget", "latency_table", "pareto_front", "overall", "decision_guide"]
 
-#: The chapter (notebook stem) that tests each claim.
-CLAIM_CHAPTERS: dict[str, str] = {
-    "C1": "02_lightweight_models", "C2": "02_lightweight_models", "C3": "02_lightweight_models",
-    "C4": "03_levit", "C5": "03_levit", "C6": "03_levit", "C7": "04_crossvit", "C8": "04_crossvit",
-    "C9": "05_navit", "C10": "05_navit", "C11": "06_distillation", "C12": "08_deployment",
-    "C13": "08_deployment", "C14": "09_scaling_out", "C15": "10_putting_it_together"}
 #: The families :func:`same_budget` trains: the baseline ViT, the four architectures of the blog
 #: post (chapters 2-5) and, as a reference that is no ViT, chapter 6's ResNet teacher. A
 #: DistillableViT is left out: its budget would have to include its teacher's training, and at
@@ -39,55 +34,9 @@ FAMILIES = ("vit", "simple_vit", "levit", "cross_vit", "navit", "resnet")
 DEFAULT_FAMILIES = ("vit", "simple_vit", "levit", "cross_vit", "navit")
 #: ``"eager"`` and the deployment paths of :mod:`vitlib.export` that :func:`latency_table` runs.
 OPTIMISATIONS = ("eager", "int8", "export", "onnx", "torchscript", "compile")
-RESULT_COLUMNS = ("id", "claim", "chapter", "measured", "verdict", "device", "mode", "date", "commit")
 
 
-# the claims of every chapter ------------------------------------------------------------------
-
-
-def _entry(chapter: str, row: Mapping, prov: Mapping, mode: str | None) -> dict:
-    threads = f", {prov['threads']} threads" if prov.get("threads") and prov.get("device") == "cpu" else ""
-    return {"chapter": chapter, "measured": str(row["measured"]), "verdict": str(row["verdict"]),
-            "mode": mode, "device": f"{prov.get('device', '?')}: {prov.get('device_name', '?')}{threads}",
-            "date": row.get("date", prov.get("date")), "commit": row.get("commit", prov.get("commit"))}
-
-
-def claims_table(results: Mapping[str, Mapping] | None = None, extra_rows: Sequence[Mapping] = ()):
-    """All fifteen claims in order, one row each: ``id``, ``claim`` (its words), ``chapter`` (the
-    notebook that tests it), ``measured``, ``verdict``, ``device``, ``mode``, ``date``, ``commit``.
-
-    Rows come from ``results`` (chapter -> recorded results, default
-    :func:`vitlib.results.load_all`): the claim's own chapter first, else any chapter that recorded
-    it. ``extra_rows`` (``id``, ``measured``, ``verdict``, optionally ``device``, ``mode``, ``date``
-    and ``commit``) are claims measured in this run; they replace what was recorded. A claim no
-    chapter has recorded says "not measured yet: run chapter N" and has no figures."""
-    import pandas as pd
-
-    from ..bench import provenance
-    from ..results import load_all
-
-    results = load_all() if results is None else results
-    found: dict[str, dict] = {}
-    for own in (True, False):  # a claim's own chapter first, then any other that recorded it
-        for chapter, data in results.items():
-            for row in data.get("claims", []):
-                if (CLAIM_CHAPTERS.get(row["id"]) == chapter) == own and row["id"] not in found:
-                    found[row["id"]] = _entry(chapter, row, data.get("provenance", {}), data.get("mode"))
-    for row in extra_rows:
-        if row.get("id") not in CLAIMS or not {"measured", "verdict"} <= set(row):
-            raise ValueError(f"each extra row needs an id among {list(CLAIMS)}, a measured and a verdict; "
-                             f"received {dict(row)!r:.200}")
-        found[row["id"]] = _entry(CLAIM_CHAPTERS[row["id"]], row, provenance(row.get("device", "cpu")),
-                                  row.get("mode"))
-    out = []
-    for cid, words in CLAIMS.items():
-        chapter = CLAIM_CHAPTERS[cid]
-        row = found.get(cid) or {"chapter": chapter, "verdict": "not measured yet",
-                                 "measured": f"not measured yet: run chapter {int(chapter[:2])} ({chapter})"}
-        out.append({"id": cid, "claim": words, **{k: row.get(k) for k in RESULT_COLUMNS[2:]}})
-    return pd.DataFrame(out, columns=list(RESULT_COLUMNS))
-
-
+# ---------------------------------------------------------------------------------------------
 # every family under one budget ----------------------------------------------------------------
 
 

@@ -88,22 +88,25 @@ def overview_table(table):
 
 def claims_view(claims):
     """A :func:`~vitlib.studies.synthesis.claims_table` as one of the book's tables: each claim's
-    words, what was measured, the verdict (its parts on lines of their own), where and when."""
+    words, what was measured, the verdict (its parts on lines of their own), and where and when:
+    measured in this runtime, or recorded elsewhere (the book's record), at which commit."""
     from ..bench import provenance
     from ..viz import table as book_table
 
     now = str(provenance("cpu").get("commit") or "")
 
-    def where(d, m, t, c) -> str:
+    def where(d, m, t, c, s) -> str:
         text = " ".join(str(v) for v in (d, m and f"({m} mode)", (t or "")[:10]) if v)
+        if s == "recorded":
+            return f"recorded: {text}" + (f", commit {c[:7]}" if c else "")
         earlier = c and now and c != now  # recorded at another commit than this run's
-        return text + (f"; an earlier run, at commit {c[:7]}" if earlier else "")
+        return text + (f"; an earlier run, at commit {c[:7]}" if earlier else "") + ("; this runtime" if s else "")
 
-    columns = [claims[c].fillna("") for c in ("device", "mode", "date", "commit")]
+    columns = [claims[c].fillna("") for c in ("device", "mode", "date", "commit", "source")]
     shown = claims.assign(claim=claims["id"] + ": " + claims["claim"], where=[where(*r) for r in zip(*columns)])
     styler = book_table(shown, {"claim": ("claim", ""), "chapter": ("chapter", ""),
                                 "measured": ("measured", ""), "verdict": ("verdict", ""),
-                                "where": ("device, mode, date", "")})
+                                "where": ("where and when", "")})
     return styler.set_properties(**{"white-space": "pre-wrap", "text-align": "left", "vertical-align": "top"})
 
 
