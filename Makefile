@@ -25,7 +25,9 @@ help:
 	@echo "make record - execute every chapter ($(MODE) mode) into the committed record, book/results/chapters/"
 	@echo "make bench SUITE=anatomy - run a benchmark suite, figures to _build/bench/SUITE.json"
 	@echo "make gpu-bench - on one GPU, in under 5 minutes: every model family eager and compiled, fp32 and"
-	@echo "              bf16, attention kernels from 197 to 4096 tokens; JSON to $(GPU_BENCH)"
+	@echo "              16-bit, attention kernels from 197 to 4096 tokens; JSON to $(GPU_BENCH)"
+	@echo "make gpu-record - on one GPU, in at most 10 minutes: gpu-bench's figures and the main recipe's"
+	@echo "              training (throughput, accuracy), committed to $(GPU_RECORD) with provenance"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -89,6 +91,15 @@ bench: $(VENV)/.book-deps
 GPU_BENCH ?= book/results/gpu-bench.json
 gpu-bench: $(VENV)/.book-deps
 	$(BIN)/python -m vitlib.bench gpu --json $(GPU_BENCH) --rounds 2 --min-run-time 0.2
+
+# On one GPU, at most 10 minutes: the gpu suite and the main recipe's training (vitlib/studies/gpu_record.py),
+# written with its provenance to book/results/, which ships with vitlib. It runs on the machine's own python3
+# (a lent GPU machine has torch and reaches no package index), vitlib from this checkout.
+GPU_RECORD ?= book/results/gpu-record.json
+GPU_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+gpu-record:
+	PYTHONPATH=$(CURDIR) PYTHONUNBUFFERED=1 $(GPU_PYTHON) -m vitlib.bench gpu-record --json $(GPU_RECORD) \
+		--rounds 2 --min-run-time 0.2
 
 clean:
 	rm -rf _build .pytest_cache

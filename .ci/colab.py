@@ -161,7 +161,7 @@ def cmd_venv(args) -> None:
     off = {n: (pins[n], v) for n, v in after.items() if n in pins and not _OURS.match(n) and v != pins[n]}
     if changed or off:
         sys.exit(f"colab-check: installing vitlib changed {changed}; not at Colab's version {off}")
-    added = sorted(set(after) - set(before) - {"vitlib"})
+    added = sorted(n for n in set(after) - set(before) - {"vitlib"} if n not in pins)
     location = subprocess.run([str(python), "-c", "import vitlib, pathlib; print(pathlib.Path(vitlib.__file__).parent)"],
                               cwd=work, check=True, capture_output=True, text=True).stdout.strip()
     if "site-packages" not in location or not (Path(location) / "recorded").is_dir():
@@ -205,9 +205,14 @@ def _vitlib_plan(roots):
                                   and not getattr(w, "disabled", False)]})
     print(_json.dumps(plan))
 
+_vitlib_before = {}
+
+def _vitlib_restore(model_id):
+    _vitlib_widgets()[model_id].value = _vitlib_before.pop(model_id)
+
 def _vitlib_move(model_id):
     w = _vitlib_widgets()[model_id]
-    before = w.value
+    before = _vitlib_before[model_id] = w.value
     if isinstance(w, _W.SelectMultiple):
         n = len(w.options)
         w.index = tuple(w.index[:-1]) if len(w.index) > 1 else tuple(sorted({*w.index, (max(w.index, default=-1) + 1) % n}))
@@ -244,14 +249,25 @@ def _widget_problems(client, nb) -> list[str]:
     return problems
 
 
-def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path) -> dict:
+def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path, verbose: bool = False) -> dict:
     import nbformat
     from nbclient import NotebookClient
 
     nb = nbformat.read(path, as_version=4)
     folder = Path(tempfile.mkdtemp(prefix=f"colab-{path.stem}-"))  # an empty folder of its own
+    from nbclient.output_widget import OutputWidget
+
+    class RecordingOutput(OutputWidget):
+        """nbclient's Output-widget mimic, without sending the outputs back to the kernel: a send on
+        the shell channel while nbclient awaits the cell's reply on it hung now and then, and this
+        check reads nbclient's own copy of each Output widget's contents."""
+
+        def sync_state(self) -> None:
+            pass
+
     client = NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(folder)}},
                             store_widget_state=True, allow_errors=False)
+    client.widget_registry["@jupyter-widgets/output"]["OutputModel"] = RecordingOutput
     t0 = time.monotonic()
     result = {"chapter": path.stem, "mode": mode, "problems": [], "moved": []}
     old_env = dict(os.environ)
@@ -259,29 +275,41 @@ def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path) -
     os.environ.update(env)
     try:
         with client.setup_kernel(cwd=str(folder)):
-            where = nbformat.v4.new_code_cell("import sys, vitlib, pathlib\n"
-                                              "print(sys.executable, pathlib.Path(vitlib.__file__).parent)")
-            client.execute_cell(where, 0)
+            chapter_cells = len(nb.cells)
+
+            def run_extra(source: str):  # a cell of the check's own, run in the chapter's kernel
+                cell = nbformat.v4.new_code_cell(source)
+                nb.cells.append(cell)  # nbclient addresses outputs by the cell's index
+                client.execute_cell(cell, len(nb.cells) - 1)
+                return cell
+
+            where = run_extra("import sys, vitlib, pathlib\n"
+                              "print(sys.executable, pathlib.Path(vitlib.__file__).parent)")
+            del nb.cells[chapter_cells:]
             result["where"] = where.outputs[0]["text"].strip()
             if not result["where"].startswith(sys.executable):
                 raise RuntimeError(f"the kernel is not this environment's: {result['where']}")
-            for index, cell in enumerate(nb.cells):
+            for index, cell in enumerate(nb.cells[:chapter_cells]):
                 client.execute_cell(cell, index)
             result["seconds"] = time.monotonic() - t0
             if probe:
                 roots = [o["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
                          for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
                          if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
-                extra = nbformat.v4.new_code_cell(_PROBE + f"\n_vitlib_plan({roots!r})")
-                client.execute_cell(extra, len(nb.cells))
+                extra = run_extra(_PROBE + f"\n_vitlib_plan({roots!r})")
                 plan = json.loads(extra.outputs[-1]["text"])
+                if verbose:
+                    print(f"  explorers: {plan}", flush=True)
                 for item in plan:
                     for control in item["controls"]:
                         before = _outputs_of(client, item["outputs"])
-                        move = nbformat.v4.new_code_cell(f"_vitlib_move({control!r})")
-                        client.execute_cell(move, len(nb.cells))  # the redraw runs within the cell
+                        if verbose:
+                            print(f"  moving {control} of {item['root']}", flush=True)
+                        move = run_extra(f"_vitlib_move({control!r})")  # the redraw runs within the cell
                         after = _outputs_of(client, item["outputs"])
                         what = json.loads(move.outputs[-1]["text"]) if move.outputs else {"control": control}
+                        if verbose:
+                            print(f"  moved {what}", flush=True)
                         errors = [o for outs in json.loads(after) for o in outs if o.get("output_type") == "error"]
                         if errors:
                             result["problems"].append(f"moving {what} raised {errors[0].get('ename')}: "
@@ -290,7 +318,9 @@ def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path) -
                             result["problems"].append(f"moving {what} redrew nothing")
                         else:
                             result["moved"].append(what)
+                        run_extra(f"_vitlib_restore({control!r})")  # each control moves from the chapter's state
                 result["explorers"] = sum(1 for item in plan if item["controls"])
+                del nb.cells[chapter_cells:]
             result["problems"] += _widget_problems(client, nb)
             client.set_widgets_metadata()
     except Exception as err:  # noqa: BLE001  (reported per chapter; the next chapter still runs)
@@ -323,7 +353,8 @@ def _colab_home(work: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VITLIB_", "PYTHON", "JUPYTER", "IPYTHON"))}
     env.update(HOME=str(home), IPYTHONDIR=str(home / ".ipython"), PYTHONPATH=str(home / "colab-stub"),
                JUPYTER_DATA_DIR=str(home / ".jupyter-data"), XDG_CACHE_HOME=str(home / ".cache"),
-               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="")
+               HTTP_PROXY="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9", NO_PROXY="",
+               PYDEVD_DISABLE_FILE_VALIDATION="1")
     return env
 
 
@@ -340,7 +371,7 @@ def cmd_execute(args) -> None:
     listing = {str(p) for p in site.rglob("*")}
     results = []
     for path in [Path(p).resolve() for p in args.notebooks]:
-        r = _execute_one(path, args.mode, args.probe, env, work / f"executed-{args.mode}")
+        r = _execute_one(path, args.mode, args.probe, env, work / f"executed-{args.mode}", args.verbose)
         status = "ok" if not r["problems"] else "FAILED"
         moved = f", {len(r['moved'])} controls moved in {r.get('explorers', 0)} explorers" if args.probe else ""
         print(f"{path.stem}: {status} in {r['seconds']:.0f} s{moved}", flush=True)
@@ -416,6 +447,7 @@ def main() -> None:
     p.add_argument("--work", required=True)
     p.add_argument("--mode", choices=["quick", "full"], required=True)
     p.add_argument("--probe", action="store_true", help="move every live control afterwards")
+    p.add_argument("--verbose", action="store_true", help="print each control as it moves")
     p.add_argument("--smoke", action="store_true")
     p.add_argument("--env", default="")
     p.add_argument("notebooks", nargs="+")

@@ -158,9 +158,8 @@ def test_static_charts_use_plotlys_own_html_in_colab(monkeypatch):
 def ledger(monkeypatch, tmp_path):
     monkeypatch.setenv("VITLIB_SMOKE", "1")
     monkeypatch.setenv("VITLIB_LEDGER", str(tmp_path))
-    smoke.chapter("99_test")
+    monkeypatch.setenv("VITLIB_CHAPTER", "99_test")
     yield tmp_path
-    smoke.chapter("unnamed")
 
 
 def test_fit_at_the_smoke_scale_runs_a_few_steps_and_notes_the_planned_run(ledger, one_thread):

@@ -117,3 +117,28 @@ def test_make_gpu_bench_runs_its_tiny_setting_on_a_cpu(tmp_path):
         assert set(row) == ATTENTION_ROW and set(row["vs_plain"]) == FIGURE
     assert {r["tokens"] for r in data["attention"]} == {17, 65}
     assert "attention layer" in run.stdout
+
+
+def test_make_gpu_record_runs_its_tiny_setting_on_a_cpu(tmp_path):
+    out = tmp_path / "results" / "gpu-record.json"
+    dry = subprocess.run(["make", "--no-print-directory", "-n", "gpu-record", f"GPU_RECORD={out}",
+                          f"GPU_PYTHON={sys.executable}"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.replace("\\\n", " ").splitlines()  # the recipe's continued lines as one
+    line = next(line for line in lines if "-m vitlib.bench gpu-record" in line)
+    assert "PYTHONPATH=" in line  # vitlib from the checkout, on the machine's own python
+    args = [a for a in shlex.split(line) if "=" not in a or a.startswith("--")]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "VITLIB_DATA": str(tmp_path / "data"),
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    cmd = args + ["--rounds", "1", "--min-run-time", "0.01", "--threads", "1", "--batch", "2"]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["suite"] == "gpu-record" and data["tiny"] is True and data["models"] and data["attention"]
+    training, accuracy = data["training"], data["accuracy"]
+    assert training["images_per_s"] > 0 and training["flops_per_s"] == pytest.approx(
+        training["images_per_s"] * training["flops_per_image"])
+    assert training["flops_per_image"] > 0 and len(training["epoch_s"]) == 2
+    assert "generated in the real format" in training["data"]
+    assert accuracy["data"] == "digits" and accuracy["accuracy_low"] <= accuracy["accuracy"] <= accuracy["accuracy_high"]
+    assert data["provenance"]["device"] == "cpu" and "TFLOP/s" in run.stdout

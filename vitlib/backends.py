@@ -175,6 +175,10 @@ def available_attention_backends(device: torch.device | str = "cpu", dtype: torc
                 warnings.simplefilter("ignore")
                 F.scaled_dot_product_attention(q, q, q)
         except RuntimeError:
+            from . import smoke
+
+            if smoke.active() and torch.device(device).type != "cuda":
+                smoke.skipped(f"the {name} attention kernel", f"does not run on {torch.device(device).type} in {dtype}")
             continue
         found.append(name)
     return tuple(found)

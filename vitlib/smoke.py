@@ -38,7 +38,7 @@ TIMED_BATCH = 2
 TRAIN_IMAGES = 256
 TEST_IMAGES = 128
 
-_chapter: list[str] = ["unnamed"]
+CHAPTER_ENV = "VITLIB_CHAPTER"
 
 
 def active(env: dict | None = None) -> bool:
@@ -48,10 +48,11 @@ def active(env: dict | None = None) -> bool:
 
 
 def chapter(name: str | None = None) -> str:
-    """The chapter whose notes :func:`note` writes (set by :func:`vitlib.book.setup`)."""
+    """The chapter whose notes :func:`note` writes: set by :func:`vitlib.book.setup`, and kept in
+    ``VITLIB_CHAPTER`` so that the processes a chapter starts (torchrun's) note for it too."""
     if name:
-        _chapter[0] = name
-    return _chapter[0]
+        os.environ[CHAPTER_ENV] = name
+    return os.environ.get(CHAPTER_ENV, "unnamed")
 
 
 def note(kind: str, **figures) -> None:

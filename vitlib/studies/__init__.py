@@ -21,13 +21,15 @@
 * :mod:`~vitlib.studies.deployment` (chapter 8): INT8 and ONNX Runtime against eager, the memory of
   a serving process, latency and throughput against batch size and threads, the ``export`` suite;
 * :mod:`~vitlib.studies.scaling` (chapter 9): training on several processes under torchrun;
+* :mod:`~vitlib.studies.gpu` and :mod:`~vitlib.studies.gpu_record`: the ``gpu`` and ``gpu-record``
+  suites, the book's GPU figures (``make gpu-bench``, ``make gpu-record``);
 * :mod:`~vitlib.studies.synthesis` (chapter 10): every model under one budget, the deployment paths
   on top, the claims gathered from every chapter, claim C15 and a decision guide.
 
 Importing this package registers every suite with :func:`vitlib.bench.register_suite`.
 """
-from . import (anatomy, attention, crossvit, deployment, distillation, inference, levit, lightweight, navit,
-               scaling)
+from . import (anatomy, attention, crossvit, deployment, distillation, gpu_record, inference, levit, lightweight,
+               navit, scaling)
 
-__all__ = ["anatomy", "attention", "crossvit", "deployment", "distillation", "levit", "lightweight", "navit",
-           "scaling"]
+__all__ = ["anatomy", "attention", "crossvit", "deployment", "distillation", "gpu_record", "levit", "lightweight",
+           "navit", "scaling"]

@@ -115,6 +115,11 @@ def session(device: torch.device | str = "cpu", *, timeout_s: float = DEFAULT_TI
     dev = _process_device(device, local_rank, int(env.get("LOCAL_WORLD_SIZE", env["WORLD_SIZE"])))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
+    else:
+        from .. import smoke
+
+        if smoke.active():
+            smoke.skipped("DistributedDataParallel over NCCL", "needs a GPU per process; rehearsed over gloo")
     dist.init_process_group(backend_for(dev), timeout=timedelta(seconds=timeout_s),
                             device_id=dev if dev.type == "cuda" else None)
     try:

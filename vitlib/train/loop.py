@@ -385,6 +385,8 @@ def fit(
     if w.size > 1 and device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())  # this process's GPU
     dtype, use_scaler = _amp(device, amp)
+    if smoke.active() and device.type != "cuda":
+        smoke.skipped("training under autocast", "float16 or bfloat16 with a gradient scaler runs on CUDA only")
     if loss_fn is None:
         loss_fn = CrossEntropy(label_smoothing, forward_kwargs)
     elif not callable(loss_fn):
@@ -454,7 +456,7 @@ def fit(
             current_lr = lr_at(step, total_steps, warmup_steps, lr, min_lr)
             for group in optimizer.param_groups:
                 group["lr"] = current_lr
-            if smoke.active() and step == start_epoch * steps_per_epoch:  # what full mode would do
+            if smoke.active() and w.main and step == start_epoch * steps_per_epoch:  # what full mode would do
                 loss, logits = smoke.note_training(train_step, (x, y, global_n), model, train, test,
                                                    epochs=epochs, batch_size=planned_batch,
                                                    eval_every=eval_every, device=device)
