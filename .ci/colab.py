@@ -321,7 +321,7 @@ def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path, v
                         run_extra(f"_vitlib_restore({control!r})")  # each control moves from the chapter's state
                 result["explorers"] = sum(1 for item in plan if item["controls"])
                 del nb.cells[chapter_cells:]
-            result["problems"] += _widget_problems(client, nb)
+                result["problems"] += _widget_problems(client, nb)
             client.set_widgets_metadata()
     except Exception as err:  # noqa: BLE001  (reported per chapter; the next chapter still runs)
         result["problems"].append(f"{type(err).__name__}: {str(err).strip()[-2000:]}")
@@ -366,11 +366,11 @@ def cmd_execute(args) -> None:
         env["VITLIB_SMOKE"] = "1"
         env["VITLIB_LEDGER"] = str(work / "ledger")
         env.update(json.loads(args.env or "{}"))
-        shutil.rmtree(work / "ledger", ignore_errors=True)
     site = Path(sys.prefix)
     listing = {str(p) for p in site.rglob("*")}
     results = []
     for path in [Path(p).resolve() for p in args.notebooks]:
+        (work / "ledger" / f"{path.stem}.jsonl").unlink(missing_ok=True)  # this run's notes alone
         r = _execute_one(path, args.mode, args.probe, env, work / f"executed-{args.mode}", args.verbose)
         status = "ok" if not r["problems"] else "FAILED"
         moved = f", {len(r['moved'])} controls moved in {r.get('explorers', 0)} explorers" if args.probe else ""

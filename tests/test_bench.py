@@ -115,7 +115,15 @@ def test_train_step_uses_the_training_loops_adamw(monkeypatch):
     monkeypatch.setattr(loop, "adamw", recording)
     step = bench.train_step_fn(SimpleViT(**CFG), torch.randn(2, 3, 16, 16))
     step()
-    opt = next(c.cell_contents for c in step.__closure__ if isinstance(c.cell_contents, torch.optim.Optimizer))
+
+
+    def closed_over(fn):  # what a closure holds, through the closures it holds
+        for cell in fn.__closure__ or ():
+            yield cell.cell_contents
+            if callable(cell.cell_contents) and getattr(cell.cell_contents, "__closure__", None):
+                yield from closed_over(cell.cell_contents)
+
+    opt = next(c for c in closed_over(step) if isinstance(c, torch.optim.Optimizer))
     assert built and opt.defaults["fused"]
 
 

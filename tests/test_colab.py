@@ -183,12 +183,13 @@ def test_fit_at_the_smoke_scale_runs_a_few_steps_and_notes_the_planned_run(ledge
 
 
 def test_a_timing_at_the_smoke_scale_is_one_call_and_notes_its_planned_calls(ledger):
-    from vitlib.bench import serving_on_cpu, time_function, time_interleaved
+    from vitlib.bench import time_function, time_interleaved
+    from vitlib.smoke import serving_on_cpu
 
     calls = []
     x = torch.randn(64, 64)
     timing = time_function(lambda: calls.append(x @ x), min_run_time=2.0, warmup=3)
-    assert len(timing.times) == 1 and len(calls) == 2  # one counted, one timed
+    assert len(timing.times) == 1 and len(calls) == 3  # one counted, one profiled, one timed
     with serving_on_cpu():
         times = time_interleaved({"a": lambda: x @ x, "b": lambda: x + x}, rounds=3, min_run_time=0.5)
     assert {k: len(v) for k, v in times.items()} == {"a": 1, "b": 1}
@@ -240,3 +241,46 @@ def test_the_generated_cifar10_archive_is_read_by_the_real_reader(tmp_path, monk
     assert (len(data.train), len(data.test)) == (smoke.TRAIN_IMAGES, smoke.TEST_IMAGES)
     assert (data.train.planned_len, data.test.planned_len) == (50_000, 10_000)
     assert data.classes[0] == "airplane" and data.train[0][0].shape == (3, 32, 32)
+
+
+def test_timed_calls_at_the_smoke_scale_run_two_images_and_extrapolate_memory(ledger):
+    from vitlib import ViT
+    from vitlib.bench import inference_fn, time_function, train_step_fn
+
+    model = ViT(image_size=16, patch_size=4, num_classes=3, dim=32, depth=1, heads=2, mlp_dim=64).eval()
+    x = torch.randn(32, 3, 16, 16)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(len(args[0])))
+    infer = inference_fn(model, x)
+    assert infer.smoke_scale == 16 and len(infer()) == 2 and len(infer.smoke_one()) == 1
+    time_function(infer, min_run_time=0.5)
+    time_function(train_step_fn(model, x), min_run_time=0.5)
+    assert set(seen) <= {1, 2}  # nothing ran the planned batch of 32
+    a, b = [json.loads(line) for line in (ledger / "99_test.jsonl").read_text().splitlines()]
+    assert a["scale"] == b["scale"] == 16
+    params = sum(p.numel() * 4 for p in model.parameters())
+    assert b["peak_bytes"] > params  # a training step holds gradients at least
+
+
+def test_memory_at_the_planned_batch_is_extrapolated_from_one_and_two_images(ledger, monkeypatch):
+
+    calls = []
+
+    def fake_peak(fn, device, cpu=False):
+        calls.append(fn)
+        return 300 if fn is run else 200  # bytes: two images, one image
+
+    def run():
+        pass
+
+    def one():
+        pass
+
+    import vitlib.bench.timing as timing
+
+    monkeypatch.setattr(timing, "peak_memory", fake_peak)
+    smoke.note_timing(run, warmup=1, min_calls=5, min_run_time=0.1, scale=4.0, one=one)
+    smoke.note_timing(run, warmup=1, min_calls=5, min_run_time=0.1, scale=1.0, one=None)
+    a, b = [json.loads(line) for line in (ledger / "99_test.jsonl").read_text().splitlines()]
+    assert a["peak_bytes"] == 200 + 100 * 7  # 8 images: the fixed 100 once, 100 per image
+    assert b["peak_bytes"] == 300 and calls == [run, one, run]

@@ -31,23 +31,9 @@ from torch.utils.data import DataLoader, Dataset
 from . import smoke
 from .locations import data_root
 
-__all__ = [
-    "DataSplit",
-    "TensorImageDataset",
-    "ImageListDataset",
-    "mixed_resolution",
-    "digits",
-    "stratified_split",
-    "cifar10",
-    "image_folder",
-    "unreadable_images",
-    "load_dataset",
-    "default_image_size",
-    "train_augment",
-    "make_loader",
-    "data_root",
-    "CIFAR10_URL",
-]
+__all__ = ["DataSplit", "TensorImageDataset", "ImageListDataset", "mixed_resolution", "digits",
+           "stratified_split", "first_images", "cifar10", "image_folder", "unreadable_images",
+           "load_dataset", "default_image_size", "train_augment", "make_loader", "data_root", "CIFAR10_URL"]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -152,6 +138,16 @@ class DataSplit:
     def __repr__(self) -> str:
         return (f"DataSplit({self.name}: {len(self.train)} train / {len(self.test)} test images, "
                 f"{self.channels}x{self.image_size[0]}x{self.image_size[1]}, {self.num_classes} classes)")
+
+
+def first_images(dataset: Dataset, n: int):
+    """The first ``n`` images of ``dataset`` as a model takes them (a normalised batch tensor, or a
+    list for a list dataset) and their labels."""
+    if isinstance(dataset, (TensorImageDataset, ImageListDataset)):
+        images = dataset.images[:n]
+        return (list(images) if isinstance(images, (list, tuple)) else images), dataset.labels[:n]
+    pairs = [dataset[i] for i in range(min(n, len(dataset)))]
+    return torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -28,6 +28,8 @@ import math
 import sys
 from pathlib import Path
 
+from .locations import recorded_dir
+
 __all__ = ["GPUS", "BUDGET_S", "BUDGET_BYTES", "estimate", "summarise", "recorded_estimate", "title_line",
            "cifar10_archive"]
 
@@ -149,6 +151,20 @@ def title_line(chapter: str) -> str | None:
             f"{max(0.1, t4['peak_bytes'] / 2**30):.1f} GB ({how}; `make full-rehearsal`).")
 
 
+def _drift(summary: dict, recorded: dict | None) -> list[str]:
+    """The chapters whose T4 estimate differs from the recorded one by more than a fifth (or that
+    the record lacks)."""
+    if recorded is None:
+        return list(summary["chapters"])
+    off = []
+    for chapter, entry in summary["chapters"].items():
+        old = (recorded.get("chapters", {}).get(chapter) or {}).get("gpus", {}).get("T4", {}).get("total_s")
+        new = entry["gpus"]["T4"]["total_s"]
+        if not old or abs(new - old) > 0.2 * old:
+            off.append(chapter)
+    return off
+
+
 def _print(summary: dict) -> None:
     print(f"{'chapter':32s} {'T4 min':>7s} {'A100 min':>8s} {'peak GB':>8s}  fits a free T4")
     for chapter, entry in summary["chapters"].items():
@@ -225,6 +241,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         Path(args.record).write_text(text)
     _print(summary)
+    drift = _drift(summary, json.loads((recorded_dir() / "full-mode.json").read_text())
+                   if (recorded_dir() / "full-mode.json").is_file() else None)
+    if drift:
+        print(f"the recorded estimates (book/results/full-mode.json) are off by more than a fifth for "
+              f"{drift}: refresh them with `make full-rehearsal RECORD=1`")
     late = [c for c, e in summary["chapters"].items() if not e["fits"]]
     if late:
         sys.exit(f"full mode does not fit a free T4 ({BUDGET_S // 60} min, {BUDGET_BYTES / 2**30:.0f} GB): {late}")

@@ -22,12 +22,16 @@ memory each chapter's full mode needs on a T4 and on an A100 or H100.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import os
+import time
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["SMOKE_ENV", "LEDGER_ENV", "EPOCHS", "STEPS", "BATCH", "TIMED_BATCH", "TRAIN_IMAGES", "TEST_IMAGES", "active",
-           "note", "note_training", "skipped", "chapter"]
+           "note", "note_training", "note_timing", "planned_rounds", "serving_on_cpu", "skipped", "chapter"]
 
 SMOKE_ENV = "VITLIB_SMOKE"
 LEDGER_ENV = "VITLIB_LEDGER"
@@ -103,3 +107,67 @@ def note_training(train_step, batch, model, train, test, *, epochs, batch_size, 
          images=planned_train * epochs, steps=epochs * -(-planned_train // batch_size), batch=batch_size,
          param_bytes=params, peak_bytes=None if activations is None else 4 * params + activations * batch_size / n)
     return result["out"]
+
+
+#: How many rounds :func:`vitlib.bench.time_interleaved` plans for the timing being made (the
+#: ledger counts them all; one round runs).
+_PLANNED_ROUNDS: contextvars.ContextVar[int] = contextvars.ContextVar("vitlib_planned_rounds", default=1)
+#: Set by :func:`serving_on_cpu`: timings that full mode makes on the CPU, whatever the device.
+_ON_CPU: contextvars.ContextVar[bool] = contextvars.ContextVar("vitlib_on_cpu", default=False)
+
+
+@contextlib.contextmanager
+def serving_on_cpu():
+    """Marks the timings inside the block as ones that full mode, too, makes on the CPU (dynamic
+    INT8, ONNX Runtime, serving): the smoke scale's ledger then counts their calls at the speed it
+    measured on this CPU rather than at a GPU's."""
+    token = _ON_CPU.set(True)
+    try:
+        yield
+    finally:
+        _ON_CPU.reset(token)
+
+
+@contextlib.contextmanager
+def planned_rounds(rounds: int):
+    """The timings inside the block are one round of ``rounds`` that full mode makes."""
+    token = _PLANNED_ROUNDS.set(rounds)
+    try:
+        yield
+    finally:
+        _PLANNED_ROUNDS.reset(token)
+
+
+def note_timing(run: Callable[[], None], *, warmup: int, min_calls: int, min_run_time: float,
+                scale: float, one: Callable[[], object] | None) -> None:
+    """The smoke scale's first calls of a timing, and a note of what the planned timing would do:
+    one call with its seconds measured and its FLOPs counted (both times ``scale``, the planned
+    batch over the batch that runs), then its peak CPU memory profiled, warm. With ``one`` (the
+    same call on one image), the memory at the planned batch is extrapolated from the two: what
+    does not grow with the batch (a training step's gradients), plus what does, times the batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .bench.timing import _one_call, peak_memory
+
+    figures: dict = {}
+    try:
+        with FlopCounterMode(display=False) as counter:
+            start = time.perf_counter()
+            run()
+            figures["call_s"] = time.perf_counter() - start
+        figures["flops"] = counter.get_total_flops() * scale
+    except Exception:  # noqa: BLE001  (a path the counter cannot see through: time it plainly)
+        figures["call_s"], figures["flops"] = _one_call(run), None
+    two = peak_memory(run, "cpu", cpu=True)
+    peak = two * scale  # an upper bound, where one image cannot run (batch norm in training mode)
+    if one is not None and scale > 1:
+        try:
+            single = peak_memory(one, "cpu", cpu=True)
+        except (ValueError, RuntimeError):
+            single = None
+        if single is not None:
+            per_image = max(0.0, (two - single) / (TIMED_BATCH - 1))
+            peak = single + per_image * (scale * TIMED_BATCH - 1)
+    note("timing", rounds=_PLANNED_ROUNDS.get(), warmup=warmup, min_calls=min_calls,
+         min_run_time=min_run_time, on_cpu=_ON_CPU.get(), peak_bytes=peak,
+         call_s=figures["call_s"] * scale, flops=figures["flops"], scale=scale)

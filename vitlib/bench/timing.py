@@ -15,7 +15,6 @@ Rules the functions follow, because the book's numbers must be trustworthy:
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import copy
 import ctypes
 import functools
@@ -44,7 +43,6 @@ __all__ = [
     "batch_and_device",
     "time_function",
     "time_interleaved",
-    "serving_on_cpu",
     "inference_fn",
     "train_step_fn",
     "measure_inference",
@@ -171,8 +169,8 @@ def time_function(
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
     if smoke.active():  # full mode's code at the smoke scale: one counted call, one timed call
         with _torch_threads(threads):
-            _note_planned_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time,
-                                 scale=getattr(fn, "smoke_scale", 1.0))
+            smoke.note_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time,
+                              scale=getattr(fn, "smoke_scale", 1.0), one=getattr(fn, "smoke_one", None))
             return Timing(times=[_one_call(run)], threads=threads, label=label, batch=batch)
     with _torch_threads(threads):  # warm-up and timed calls alike
         last = None  # seconds of the last warm-up call
@@ -209,54 +207,6 @@ def _torch_threads(threads: int):
     finally:
         torch.set_num_threads(before)
         _mkl_dynamic_threads()
-
-
-#: How many rounds :func:`time_interleaved` plans for the timing being made (the smoke scale's
-#: ledger counts them all; one round runs).
-_PLANNED_ROUNDS: contextvars.ContextVar[int] = contextvars.ContextVar("vitlib_planned_rounds", default=1)
-#: Set by :func:`serving_on_cpu`: timings that full mode makes on the CPU, whatever the device.
-_ON_CPU: contextvars.ContextVar[bool] = contextvars.ContextVar("vitlib_on_cpu", default=False)
-
-
-@contextlib.contextmanager
-def serving_on_cpu():
-    """Marks the timings inside the block as ones that full mode, too, makes on the CPU (dynamic
-    INT8, ONNX Runtime, serving): the smoke scale's ledger then counts their calls at the speed it
-    measured on this CPU rather than at a GPU's."""
-    token = _ON_CPU.set(True)
-    try:
-        yield
-    finally:
-        _ON_CPU.reset(token)
-
-
-def _note_planned_timing(run: Callable[[], None], *, warmup: int, min_calls: int, min_run_time: float,
-                         scale: float) -> None:
-    """The smoke scale's first call of a timing: run once, its seconds measured, its FLOPs counted
-    and its peak CPU memory profiled, and note what the planned timing would do (FLOPs, seconds and
-    memory times ``scale``, the planned batch over the batch the smoke scale ran)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from .. import smoke
-
-    figures: dict = {}
-
-    def counted():
-        try:
-            with FlopCounterMode(display=False) as counter:
-                start = time.perf_counter()
-                run()
-                figures["call_s"] = time.perf_counter() - start
-            figures["flops"] = counter.get_total_flops()
-        except Exception:  # noqa: BLE001  (a path the counter cannot see through: time it plainly)
-            figures["call_s"] = _one_call(run)
-            figures["flops"] = None
-
-    peak = peak_memory(counted, "cpu", cpu=True)
-    flops = None if figures["flops"] is None else figures["flops"] * scale
-    smoke.note("timing", rounds=_PLANNED_ROUNDS.get(), warmup=warmup, min_calls=min_calls,
-               min_run_time=min_run_time, on_cpu=_ON_CPU.get(), peak_bytes=peak * scale,
-               call_s=figures["call_s"] * scale, flops=flops, scale=scale)
 
 
 def _one_call(run: Callable[[], object]) -> float:
@@ -319,13 +269,10 @@ def time_interleaved(
     from .. import smoke
 
     if smoke.active():  # the smoke scale: one round, each timing noting all the planned rounds
-        token = _PLANNED_ROUNDS.set(rounds)
-        try:
+        with smoke.planned_rounds(rounds):
             return {key: time_function(fn, num_threads=num_threads, min_run_time=min_run_time, warmup=warmup,
                                        device=device, min_calls=-(-min_calls // rounds)).times
                     for key, fn in fns.items()}
-        finally:
-            _PLANNED_ROUNDS.reset(token)
     per_round = -(-min_calls // rounds)  # ceil: every round adds its share of the minimum
     times: dict = {key: [] for key in fns}
     steps: Iterable = [(r, key) for r in range(rounds) for key in fns]
@@ -356,25 +303,33 @@ def inference_fn(model: nn.Module, x, *, amp_dtype: torch.dtype | None = None,
     """``model(x, **forward_kwargs)`` under inference mode (and autocast to ``amp_dtype``, if
     given); the caller puts the model in eval mode (:func:`eval_mode`)."""
     device = batch_and_device(x)[1]
-    x, _, scale = _smoke_batch(x)
 
-    def run():
+    def call(x):
         with torch.inference_mode(), amp(device, amp_dtype):
             return model(x, **forward_kwargs)
 
-    run.smoke_scale = scale
-    return run
+    return _smoke_sized(call, x)
 
 
-def _smoke_batch(x, y: torch.Tensor | None = None):
-    """At the smoke scale, the first :data:`vitlib.smoke.TIMED_BATCH` images of ``x`` (and their
-    labels) and the factor by which the planned batch is larger; else ``x`` and 1."""
+def _smoke_sized(call: Callable, x, y=None) -> Callable[[], object]:
+    """``lambda: call(x)`` (``call(x, y)`` with labels); at the smoke scale, on the first
+    :data:`vitlib.smoke.TIMED_BATCH` images of ``x``, with ``smoke_scale`` (the planned batch over
+    the batch that runs) and ``smoke_one`` (the call on one image, which with the two-image call
+    separates what grows with the batch from what does not, for the memory the ledger notes)."""
     from .. import smoke
 
+    args = (x,) if y is None else (x, y)
     if not smoke.active() or len(x) <= smoke.TIMED_BATCH:
-        return x, y, 1.0
-    keep = smoke.TIMED_BATCH
-    return x[:keep], None if y is None else y[:keep], len(x) / keep
+        return lambda: call(*args)
+    n = len(x)
+
+    def first(k):
+        return tuple(a[:k] for a in args)
+
+    run = (lambda a: (lambda: call(*a)))(first(smoke.TIMED_BATCH))
+    run.smoke_scale, run.smoke_batch = n / smoke.TIMED_BATCH, n
+    run.smoke_one = (lambda a: (lambda: call(*a)))(first(1))
+    return run
 
 
 def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float = 1e-4, *,
@@ -389,7 +344,6 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
     (the loss in float32); ``compile_with`` names a :func:`torch.compile` backend for the copy."""
     from ..train.loop import adamw  # the training loop's AdamW: fused where it can be
 
-    x, y, scale = _smoke_batch(x, y)
     model = copy.deepcopy(model).train()
     forward = model if compile_with is None else torch.compile(model, backend=compile_with)
     opt = adamw(model.parameters(), lr=lr)
@@ -404,15 +358,14 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
 
     device = batch_and_device(x)[1]
 
-    def run():
+    def step(x, y):
         opt.zero_grad(set_to_none=True)
         with amp(device, amp_dtype):
             out = outputs(forward(x, **forward_kwargs))
         sum(F.cross_entropy(o.float(), y) for o in out).backward()
         opt.step()
 
-    run.smoke_scale = scale
-    return run
+    return _smoke_sized(step, x, y)
 
 
 def measure_inference(model: nn.Module, x, **kwargs) -> Timing:

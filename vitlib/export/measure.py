@@ -29,7 +29,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..bench import MIN_CALLS, default_threads, eval_mode, inference_fn, serving_on_cpu, time_interleaved
+from ..bench import MIN_CALLS, default_threads, eval_mode, inference_fn, time_interleaved
+from ..smoke import serving_on_cpu
 from ..claims import Measured
 
 __all__ = ["Exported", "Runner", "measure", "reason", "building", "directory_mb", "weights_mb"]

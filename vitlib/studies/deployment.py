@@ -28,6 +28,7 @@ import torch
 
 from ..bench import register_suite
 from ..claims import Measured, verdict
+from ..data import first_images
 from ..export import Exported, process_peak_mb, save_artefact, to_int8, to_onnx
 from ..models import presets
 from .inference import figure
@@ -108,8 +109,9 @@ def serving_sweep(model: torch.nn.Module, quantized: Exported, onnx: Exported, b
     over eager at that setting)."""
     import pandas as pd
 
-    from ..bench import inference_fn, serving_on_cpu, time_interleaved
+    from ..bench import inference_fn, time_interleaved
     from ..bench.timing import eval_mode
+    from ..smoke import serving_on_cpu
     from ..export import Runner, onnx_session
 
     if quantized.path != "int8" or onnx.path != "onnx":
@@ -151,8 +153,8 @@ def export_suite(args) -> dict:
           + (" (tiny)" if tiny else f" ({TRAIN_EPOCHS} epochs)"))
     small, data, history = trained_simple_vit(tiny=tiny, seed=args.seed)
     results = {
-        "int8 (SimpleViT, b16)": to_int8(small, data.test.images[:16], data=data.test, **timing),
-        "onnx (SimpleViT, b1)": to_onnx(small, data.test.images[:1], data=data.test, **timing),
+        "int8 (SimpleViT, b16)": to_int8(small, first_images(data.test, 16)[0], data=data.test, **timing),
+        "onnx (SimpleViT, b1)": to_onnx(small, first_images(data.test, 1)[0], data=data.test, **timing),
     }
     int8_small, ort_small = results.values()
     int8_speed, ort_speed = int8_small, ort_small

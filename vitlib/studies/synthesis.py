@@ -17,10 +17,11 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..bench import (count_flops, count_parameters, default_threads, inference_fn, serving_on_cpu,
-                     time_interleaved, train_step_fn)
+from ..bench import count_flops, count_parameters, default_threads, inference_fn, time_interleaved, train_step_fn
 from ..claims import Measured, all_of, verdict
+from ..data import first_images
 from ..results import CLAIM_CHAPTERS, claims_table  # noqa: F401  (chapter 10 reads them here)
+from ..smoke import serving_on_cpu
 
 __all__ = ["CLAIM_CHAPTERS", "FAMILIES", "DEFAULT_FAMILIES", "OPTIMISATIONS", "Trained", "Overall",
            "claims_table", "same_budget", "latency_table", "pareto_front", "overall", "decision_guide"]
@@ -64,23 +65,12 @@ def _recipe(family: str, mode: str) -> dict:
     return recipe
 
 
-def _first(dataset, n: int):
-    """The first ``n`` images of a data set (a batch tensor, or a list for a list dataset) and labels."""
-    from ..data import ImageListDataset, TensorImageDataset
-
-    if isinstance(dataset, (TensorImageDataset, ImageListDataset)):
-        images = dataset.images[:n]
-        return (list(images) if isinstance(images, (list, tuple)) else images), dataset.labels[:n]
-    pairs = [dataset[i] for i in range(min(n, len(dataset)))]
-    return torch.stack([p[0] for p in pairs]), torch.tensor([int(p[1]) for p in pairs])
-
-
 def _steps(trained: Trained, batches: dict, device, rounds: int, min_run_time: float) -> dict[str, list]:
     """One training step of each model (forward, loss, backward, AdamW, on a copy) on its first
     training images, all models timed interleaved (:func:`vitlib.bench.time_interleaved`)."""
     fns = {}
     for name, model in trained.models.items():
-        x, y = _first(trained.data[name].train, batches[name])
+        x, y = first_images(trained.data[name].train, batches[name])
         x = [i.to(device) for i in x] if isinstance(x, list) else x.to(device)
         fns[name] = train_step_fn(model.to(device), x, y.to(device), **trained.forward_kwargs[name])
         model.cpu()  # the step runs on its own copy
@@ -130,7 +120,7 @@ def same_budget(families: Sequence[str] | None = None, *, epochs: int, seed: int
                                          model_overrides=overrides.get(family), seed=seed, device=device,
                                          progress=progress, data=split, epochs=epochs, **fit_overrides)
         model, frame = model.cpu().eval(), history.frame()
-        name, one = type(model).__name__, _first(split.test, 1)[0]
+        name, one = type(model).__name__, first_images(split.test, 1)[0]
         models[name], splits[name], histories[name] = model, split, frame
         kwargs[name] = dict(recipe["fit"].get("forward_kwargs") or {})
         times[name] = [float(t) for t in frame["train_s"]]
@@ -236,7 +226,7 @@ def latency_table(models, x=None, optimisations: Sequence[str] | Mapping[str, Se
         raise ValueError("latency_table needs x (a batch, or a batch per model) for models given as a "
                          "mapping; received x=None")
     inputs = {n: x[n] if isinstance(x, Mapping) else x if x is not None
-              else _first(trained.data[n].test, batch)[0] for n in names}
+              else first_images(trained.data[n].test, batch)[0] for n in names}
     threads = num_threads or default_threads()
     timing = dict(rounds=rounds, min_run_time=min_run_time, num_threads=threads)
     for n in names:
