@@ -252,10 +252,10 @@ def _widget_problems(client, nb) -> list[str]:
 def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path, verbose: bool = False) -> dict:
     import nbformat
     from nbclient import NotebookClient
+    from nbclient.output_widget import OutputWidget
 
     nb = nbformat.read(path, as_version=4)
     folder = Path(tempfile.mkdtemp(prefix=f"colab-{path.stem}-"))  # an empty folder of its own
-    from nbclient.output_widget import OutputWidget
 
     class RecordingOutput(OutputWidget):
         """nbclient's Output-widget mimic, without sending the outputs back to the kernel: a send on
@@ -320,6 +320,8 @@ def _execute_one(path: Path, mode: str, probe: bool, env: dict, out_dir: Path, v
                             result["moved"].append(what)
                         run_extra(f"_vitlib_restore({control!r})")  # each control moves from the chapter's state
                 result["explorers"] = sum(1 for item in plan if item["controls"])
+                if not result["explorers"]:
+                    result["problems"].append("the chapter displayed no live control to move")
                 del nb.cells[chapter_cells:]
                 result["problems"] += _widget_problems(client, nb)
             client.set_widgets_metadata()

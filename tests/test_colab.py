@@ -284,3 +284,33 @@ def test_memory_at_the_planned_batch_is_extrapolated_from_one_and_two_images(led
     a, b = [json.loads(line) for line in (ledger / "99_test.jsonl").read_text().splitlines()]
     assert a["peak_bytes"] == 200 + 100 * 7  # 8 images: the fixed 100 once, 100 per image
     assert b["peak_bytes"] == 300 and calls == [run, one, run]
+
+
+# live controls --------------------------------------------------------------------------------
+
+
+def test_live_explorers_draw_with_matplotlib_and_core_widgets_only():
+    """Inside a live Output widget plotly fails in Colab ("Plotly is not defined"); the explorers
+    draw with matplotlib and build only widgets that ipywidgets 7 and 8 both have."""
+    import ast
+
+    import ipywidgets
+
+    import vitlib.widgets as widgets
+
+    both = {"IntSlider", "FloatSlider", "Dropdown", "SelectMultiple", "SelectionSlider", "Checkbox",
+            "ToggleButtons", "HTML", "Label", "Output", "HBox", "VBox", "Layout", "interactive_output"}
+    explorers = 0
+    for path in Path(widgets.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+            source = ast.get_source_segment(path.read_text(), fn)
+            if "interactive_output" not in source and "Output(" not in source:
+                continue
+            explorers += 1
+            assert "plotly" not in source and "go." not in source, f"{path.name}:{fn.name} draws plotly live"
+            used = {n.attr for n in ast.walk(fn) if isinstance(n, ast.Attribute)
+                    and isinstance(n.value, ast.Name) and n.value.id in ("w", "widgets")}
+            assert used <= both, f"{path.name}:{fn.name} uses {sorted(used - both)}"
+    assert explorers >= 9
+    assert all(hasattr(ipywidgets, name) for name in both)

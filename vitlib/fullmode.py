@@ -241,8 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.record:
         Path(args.record).write_text(text)
     _print(summary)
-    drift = _drift(summary, json.loads((recorded_dir() / "full-mode.json").read_text())
-                   if (recorded_dir() / "full-mode.json").is_file() else None)
+    drift = None if args.record else _drift(summary, json.loads((recorded_dir() / "full-mode.json").read_text())
+                                            if (recorded_dir() / "full-mode.json").is_file() else None)
     if drift:
         print(f"the recorded estimates (book/results/full-mode.json) are off by more than a fifth for "
               f"{drift}: refresh them with `make full-rehearsal RECORD=1`")
