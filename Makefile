@@ -79,6 +79,7 @@ full-rehearsal:
 
 # The record that ships with vitlib (book/results/): a deliberate refresh, never part of a build.
 record: $(VENV)/.test-deps
+	rm -rf book/results/chapters
 	VITLIB_RESULTS=$(CURDIR)/book/results/chapters VITLIB_MODE=$(MODE) $(BIN)/python -m pytest --nbval-lax book \
 		-p no:cacheprovider -q
 

@@ -32,6 +32,7 @@ def test_profile_of_a_training_step_sees_dropout_and_the_unfused_attention():
     without = lightweight.profile_train_step(ViT(**TINY), x, steps=2, top=5)
     assert len(with_dropout) == 5 and with_dropout["share"].between(0, 1).all()
     assert with_dropout.attrs["dropout_share"] > 0 and without.attrs["dropout_share"] == 0
+    assert with_dropout.attrs["dropout_ms"] > 0 and without.attrs["dropout_ms"] == 0
     assert with_dropout.attrs["ops_per_step"] > without.attrs["ops_per_step"]
     assert without.attrs["fused_attention"] and not with_dropout.attrs["fused_attention"]
     with pytest.raises(ValueError, match="steps must be at least 1"):

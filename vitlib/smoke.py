@@ -6,7 +6,7 @@ things run, never which code runs:
 * every training loop (:func:`vitlib.train.fit`) runs at most :data:`EPOCHS` epochs of at most
   :data:`STEPS` steps, with batches of at most :data:`BATCH` images (the learning-rate schedule
   still spans the planned epochs);
-* every timing (:func:`vitlib.bench.time_function`) is one call after one counted call, and
+* every timing (:func:`vitlib.bench.time_function`) is one call, counted and timed, and
   interleaved timings run one round; the calls that :func:`vitlib.bench.inference_fn` and
   :func:`vitlib.bench.train_step_fn` build take the first :data:`TIMED_BATCH` images of their batch;
 * every data set a chapter loads in full (CIFAR-10) keeps its first :data:`TRAIN_IMAGES` training
@@ -139,35 +139,46 @@ def planned_rounds(rounds: int):
 
 
 def note_timing(run: Callable[[], None], *, warmup: int, min_calls: int, min_run_time: float,
-                scale: float, one: Callable[[], object] | None) -> None:
-    """The smoke scale's first calls of a timing, and a note of what the planned timing would do:
-    one call with its seconds measured and its FLOPs counted (both times ``scale``, the planned
-    batch over the batch that runs), then its peak CPU memory profiled, warm. With ``one`` (the
-    same call on one image), the memory at the planned batch is extrapolated from the two: what
-    does not grow with the batch (a training step's gradients), plus what does, times the batch."""
+                scale: float, one: Callable[[], object] | None) -> float:
+    """The smoke scale's one timed call, and a note of what the planned timing would do. The call
+    runs with its seconds measured, its FLOPs counted (both times ``scale``, the planned batch over
+    the batch that runs) and its peak CPU memory profiled. With ``one`` (the same call on one image,
+    run once before, so that the timed call finds a training step's optimiser state made), the
+    memory at the planned batch is extrapolated from the two: what does not grow with the batch (a
+    step's gradients), plus what does, times the batch. Returns the call's seconds."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .bench.timing import _one_call, peak_memory
+    from .bench.timing import peak_memory
 
+    def runs(fn) -> bool:  # one image cannot always run: batch norm in training mode
+        try:
+            fn()
+            return True
+        except (ValueError, RuntimeError):
+            return False
+
+    one = one if one is not None and scale > 1 and runs(one) else None
     figures: dict = {}
-    try:
-        with FlopCounterMode(display=False) as counter:
+
+    def counted():
+        try:
+            with FlopCounterMode(display=False) as counter:
+                start = time.perf_counter()
+                run()
+                figures["call_s"] = time.perf_counter() - start
+            figures["flops"] = counter.get_total_flops() * scale
+        except Exception:  # noqa: BLE001  (a path the counter cannot see through: time it plainly)
             start = time.perf_counter()
             run()
-            figures["call_s"] = time.perf_counter() - start
-        figures["flops"] = counter.get_total_flops() * scale
-    except Exception:  # noqa: BLE001  (a path the counter cannot see through: time it plainly)
-        figures["call_s"], figures["flops"] = _one_call(run), None
-    two = peak_memory(run, "cpu", cpu=True)
-    peak = two * scale  # an upper bound, where one image cannot run (batch norm in training mode)
-    if one is not None and scale > 1:
-        try:
-            single = peak_memory(one, "cpu", cpu=True)
-        except (ValueError, RuntimeError):
-            single = None
-        if single is not None:
-            per_image = max(0.0, (two - single) / (TIMED_BATCH - 1))
-            peak = single + per_image * (scale * TIMED_BATCH - 1)
+            figures["call_s"], figures["flops"] = time.perf_counter() - start, None
+
+    two = peak_memory(counted, "cpu", cpu=True)
+    peak = two * scale  # an upper bound
+    if one is not None:
+        single = peak_memory(one, "cpu", cpu=True)
+        per_image = max(0.0, (two - single) / (TIMED_BATCH - 1))
+        peak = single + per_image * (scale * TIMED_BATCH - 1)
     note("timing", rounds=_PLANNED_ROUNDS.get(), warmup=warmup, min_calls=min_calls,
          min_run_time=min_run_time, on_cpu=_ON_CPU.get(), peak_bytes=peak,
          call_s=figures["call_s"] * scale, flops=figures["flops"], scale=scale)
+    return figures["call_s"]

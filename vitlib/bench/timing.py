@@ -167,11 +167,11 @@ def time_function(
     threads = num_threads or default_threads()
     run = _synchronised(fn, device)
     timer = benchmark.Timer(stmt="run()", globals={"run": run}, num_threads=threads, label=label)
-    if smoke.active():  # full mode's code at the smoke scale: one counted call, one timed call
+    if smoke.active():  # full mode's code at the smoke scale: one call, counted and timed
         with _torch_threads(threads):
-            smoke.note_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time,
-                              scale=getattr(fn, "smoke_scale", 1.0), one=getattr(fn, "smoke_one", None))
-            return Timing(times=[_one_call(run)], threads=threads, label=label, batch=batch)
+            seconds = smoke.note_timing(run, warmup=warmup, min_calls=min_calls, min_run_time=min_run_time,
+                                        scale=getattr(fn, "smoke_scale", 1.0), one=getattr(fn, "smoke_one", None))
+        return Timing(times=[seconds], threads=threads, label=label, batch=batch)
     with _torch_threads(threads):  # warm-up and timed calls alike
         last = None  # seconds of the last warm-up call
         for i in range(warmup):

@@ -142,8 +142,8 @@ def profile_train_step(model: torch.nn.Module, x: torch.Tensor, *, steps: int = 
     Returns a DataFrame of the ``top`` operators by self time: ``op``, ``calls`` (per step),
     ``self_ms`` (per step) and ``share`` (of all operators' self time). ``attrs`` holds
     ``ops_per_step`` (every operator call, nested ones included), ``self_ms_per_step``,
-    ``us_per_op`` (mean self time of one operator call), ``dropout_share`` (the share of
-    :data:`DROPOUT_OPS`) and ``fused_attention`` (whether a fused attention kernel ran). The profiler adds its own overhead to every call, so read shares and
+    ``us_per_op`` (mean self time of one operator call), ``dropout_share`` and ``dropout_ms`` (the
+    share and the milliseconds per step of :data:`DROPOUT_OPS`, whether or not they make the top) and ``fused_attention`` (whether a fused attention kernel ran). The profiler adds its own overhead to every call, so read shares and
     counts, not absolute times."""
     import pandas as pd
     from torch.profiler import ProfilerActivity, profile
@@ -162,11 +162,12 @@ def profile_train_step(model: torch.nn.Module, x: torch.Tensor, *, steps: int = 
     rows = [{"op": e.key, "calls": e.count / steps, "self_ms": e.self_cpu_time_total / steps / 1e3,
              "share": e.self_cpu_time_total / total} for e in events]
     df = pd.DataFrame(rows).sort_values("self_ms", ascending=False).reset_index(drop=True)
-    dropout = float(df.loc[df["op"].isin(DROPOUT_OPS), "share"].sum())
+    masks = df["op"].isin(DROPOUT_OPS)
+    dropout, dropout_ms = float(df.loc[masks, "share"].sum()), float(df.loc[masks, "self_ms"].sum())
     fused = any(("flash" in e.key or "efficient_attention" in e.key) and "backward" not in e.key for e in events)
     top_df = df.head(top).reset_index(drop=True)
     top_df.attrs.update(fused_attention=fused, ops_per_step=calls / steps, self_ms_per_step=total / steps / 1e3,
-                        us_per_op=total / calls, dropout_share=dropout, steps=steps)
+                        us_per_op=total / calls, dropout_share=dropout, dropout_ms=dropout_ms, steps=steps)
     return top_df
 
 
