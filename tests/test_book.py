@@ -89,8 +89,9 @@ def test_setup_says_under_the_title_what_full_mode_takes(capsys, monkeypatch):
     book.setup("02_x")
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[0].startswith("quick mode")
-    assert "about 12 min on a T4, 3 min on an A100, peak memory about 3.3 GB" in lines[1]
-    assert "estimated" in lines[1]
+    assert "about 11 min on a T4 and 2 min on an A100" in lines[1]
+    assert "at most 3.3 GiB of GPU memory" in lines[1]
+    assert "an assumed 30% of a T4's 65 TFLOP/s and an assumed 25% of an A100's 312 TFLOP/s" in lines[1]
     book.setup("03_y")
     assert len(capsys.readouterr().out.splitlines()) == 1  # nothing recorded: nothing claimed
 

@@ -57,7 +57,7 @@ def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
     assert rows.loc["C14", "verdict"] == "not measured yet" and pd.isna(rows.loc["C14", "device"])
     assert rows.loc["C1", "claim"] == CLAIMS["C1"]
     html = dash.claims_view(table).to_html()
-    assert "C2: " + CLAIMS["C2"] in html and "(quick mode) 20" in html and "pre-wrap" in html
+    assert "C2: " + CLAIMS["C2"] in html and "quick mode, 20" in html and "pre-wrap" in html
     assert "an earlier run" not in html  # recorded at this very commit
     older = table.assign(commit=table["commit"].where(table["id"] != "C2", "0123456789abcdef"))
     assert "an earlier run, at commit 0123456" in dash.claims_view(older).to_html()
@@ -75,7 +75,7 @@ def test_a_fresh_runtime_shows_the_record_and_marks_what_it_measured_itself(tmp_
     assert table.loc["C4", "measured"] == "recorded C4" and table.loc["C4", "source"] == "recorded"
     assert table.loc["C4", "mode"] == "full" and pd.isna(table.loc["C1", "source"])
     html = dash.claims_view(table.reset_index()).to_html()
-    assert "recorded: cpu: " in html and "(full mode)" in html and "; this runtime" in html
+    assert "recorded: cpu: " in html and "full mode, 20" in html and "; this runtime" in html
 
 
 def test_claims_table_refuses_an_extra_row_without_an_id_or_verdict():
@@ -246,6 +246,10 @@ def test_decision_guide_takes_every_figure_from_the_table():
     assert guide.loc["fewest parameters", "measured"].startswith("500 parameters; 90.0% test accuracy")
     assert guide.loc["fastest to train", "measured"].startswith("25.0 s for 5 epoch(s)")
     assert guide.loc["paths that fail", "choice"] == "Fast with int8"
+    close = _made(Measured(1.1, 0.9, 1.3, 5), [5.0] * 5, fails=True)
+    close.loc[1, "ms_high"] = 4.0  # Fast's range now reaches into ViT's (3.9 to 4.1 ms)
+    tied = synthesis.decision_guide(close).set_index("goal").loc["fastest inference of all", "choice"]
+    assert tied.startswith("Fast (not told apart from ViT") and "ranges overlap" in tied
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,10 @@ T4's budget (:data:`BUDGET_S`, :data:`BUDGET_BYTES`), and lists what a CPU canno
 The times are estimates, and say so: FLOPs divided by an assumed share of the GPU's peak
 (:data:`GPUS`), a fixed cost per training step for the Python and kernel launches around it, and the
 planned seconds of every timing; CPU work at the speed measured here (Colab's host has two
-vCPUs, like this machine). When ``make gpu-record`` has measured the main recipe's training on a
-GPU (``gpu-record.json``), the measured throughput replaces the assumption for that GPU.
+vCPUs, like this machine); compilation (chapter 8's ``torch.compile``) is not counted. The peak
+memory is that of the largest single training step or timed call, in float32 (an upper bound
+under 16-bit autocast). When ``make gpu-record`` has measured the main recipe's training on a GPU
+(``gpu-record.json``), the measured throughput replaces the assumption for that GPU.
 
 ``python -m vitlib.fullmode cifar10-archive DIR`` writes a CIFAR-10 archive in the real format (the
 rehearsal's data set, so that the real reader runs) and prints its MD5;
@@ -134,21 +136,33 @@ def recorded_estimate(chapter: str) -> dict | None:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{max(1, math.ceil(seconds / 60))} min"
+    return f"{max(1, round(seconds / 60))} min"
 
 
 def title_line(chapter: str) -> str | None:
-    """What a chapter says under its title about its full mode: expected minutes on a T4 and an
-    A100 and the peak memory, and how they were obtained; None when nothing is recorded."""
+    """What a chapter says under its title about its full mode: the expected minutes on a T4 and
+    an A100, the GPU memory of its largest step, and how both were obtained; None when nothing is
+    recorded."""
     entry = recorded_estimate(chapter)
     if not entry:
         return None
     t4, a100 = entry["gpus"]["T4"], entry["gpus"]["A100"]
-    how = ("estimated from the FLOPs it counts and an assumed share of each GPU's peak"
-           if t4.get("assumed", True) else "from the throughput measured on the GPU")
-    return (f"Full mode (a GPU, as in Colab): about {_minutes(t4['total_s'])} on a T4, "
-            f"{_minutes(a100['total_s'])} on an A100, peak memory about "
-            f"{max(0.1, t4['peak_bytes'] / 2**30):.1f} GB ({how}; `make full-rehearsal`).")
+    from .results import recorded_gpu_results
+
+    cpu = ((recorded_gpu_results("full-mode") or {}).get("provenance") or {}).get("device_name", "unnamed")
+    basis = []
+    for key, est in (("T4", t4), ("A100", a100)):
+        spec = GPUS[key]
+        basis.append(f"an assumed {spec['share']:.0%} of a{'n' if key[0] == 'A' else ''} {key}'s "
+                     f"{spec['peak'] / 1e12:.0f} TFLOP/s" if est.get("assumed", True) else
+                     f"the throughput `make gpu-record` measured on a{'n' if key[0] == 'A' else ''} {key}")
+    return (f"Full mode (a GPU, as in Colab): about {_minutes(t4['total_s'])} on a T4 and "
+            f"{_minutes(a100['total_s'])} on an A100; its largest training step or timed call needs "
+            f"at most {max(0.1, t4['peak_bytes'] / 2**30):.1f} GiB of GPU memory (in float32). "
+            f"Estimated by `make full-rehearsal`, not measured: the FLOPs it counts at "
+            f"{' and '.join(basis)}"
+            + (f", its CPU work (deployment, serving) at the speed of the CPU that rehearsed it ({cpu})"
+               if t4.get("cpu_s") else "") + ", plus fixed costs.")
 
 
 def _drift(summary: dict, recorded: dict | None) -> list[str]:

@@ -14,11 +14,13 @@ things run, never which code runs:
 
 Nothing measured at this scale means anything; the setup line says so.
 
-While it runs, the rehearsal also counts what full mode would do (:func:`note`): each training
-run's planned images and FLOPs, each timing's planned seconds, and the peak memory of one training
-step at its planned batch (estimated on the meta device). ``VITLIB_LEDGER`` names the folder where
-each chapter's notes go (one JSON line each); :mod:`vitlib.fullmode` turns them into the time and
-memory each chapter's full mode needs on a T4 and on an A100 or H100.
+While it runs, the rehearsal also notes what full mode would do (:func:`note`): each training
+run's planned images, steps and FLOPs (:func:`note_training`), each timing's planned calls with the
+FLOPs and seconds of one (:func:`note_timing`), the peak memory of each at its planned batch
+(profiled on the CPU at one and two images and extrapolated), and the code paths that only a GPU
+runs (:func:`skipped`). ``VITLIB_LEDGER`` names the folder where each chapter's notes go (one JSON
+line each); :mod:`vitlib.fullmode` turns them into the time and memory each chapter's full mode
+needs on a T4 and on an A100.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def chapter(name: str | None = None) -> str:
 
 def note(kind: str, **figures) -> None:
     """Add one line to the ledger of the running chapter (only at the smoke scale, with
-    ``VITLIB_LEDGER`` set): ``kind`` is ``"train"``, ``"timing"``, ``"memory"`` or ``"skipped"``."""
+    ``VITLIB_LEDGER`` set): ``kind`` is ``"train"``, ``"timing"`` or ``"skipped"``."""
     folder = os.environ.get(LEDGER_ENV)
     if not folder or not active():
         return

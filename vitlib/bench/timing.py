@@ -43,6 +43,7 @@ __all__ = [
     "batch_and_device",
     "time_function",
     "time_interleaved",
+    "sized_call",
     "inference_fn",
     "train_step_fn",
     "measure_inference",
@@ -308,11 +309,12 @@ def inference_fn(model: nn.Module, x, *, amp_dtype: torch.dtype | None = None,
         with torch.inference_mode(), amp(device, amp_dtype):
             return model(x, **forward_kwargs)
 
-    return _smoke_sized(call, x)
+    return sized_call(call, x)
 
 
-def _smoke_sized(call: Callable, x, y=None) -> Callable[[], object]:
-    """``lambda: call(x)`` (``call(x, y)`` with labels); at the smoke scale, on the first
+def sized_call(call: Callable, x, y=None) -> Callable[[], object]:
+    """``lambda: call(x)`` (``call(x, y)`` with labels), the form every timed call of a batch takes
+    (:func:`inference_fn`, :func:`train_step_fn`, the studies' own); at the smoke scale, on the first
     :data:`vitlib.smoke.TIMED_BATCH` images of ``x``, with ``smoke_scale`` (the planned batch over
     the batch that runs) and ``smoke_one`` (the call on one image, which with the two-image call
     separates what grows with the batch from what does not, for the memory the ledger notes)."""
@@ -365,7 +367,7 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
         sum(F.cross_entropy(o.float(), y) for o in out).backward()
         opt.step()
 
-    return _smoke_sized(step, x, y)
+    return sized_call(step, x, y)
 
 
 def measure_inference(model: nn.Module, x, **kwargs) -> Timing:

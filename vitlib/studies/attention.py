@@ -18,7 +18,7 @@ import torch
 
 from ..backends import attention_backend, available_attention_backends
 from ..bench import peak_memory, time_interleaved
-from ..bench.timing import amp, eval_mode, train_step_fn
+from ..bench.timing import amp, eval_mode, sized_call, train_step_fn
 from ..claims import Measured
 from ..layers import Attention
 
@@ -63,14 +63,14 @@ def scores_bytes(batch: int, heads: int, tokens: int, dtype: torch.dtype = torch
 
 
 def _layer_call(layer: torch.nn.Module, x: torch.Tensor, backend: str, amp_dtype, train: bool):
-    def run():
+    def call(x):
         with attention_backend(backend), amp(x.device, amp_dtype):
             if not train:
                 with torch.inference_mode():
                     return layer(x)
             layer.zero_grad(set_to_none=True)
             layer(x).float().sum().backward()
-    return run
+    return sized_call(call, x)
 
 
 def kernel_sweep(tokens, *, dim: int = 192, heads: int = 3, dim_head: int = 64, batch: int = 1,
@@ -144,12 +144,13 @@ def backend_speedup(model: torch.nn.Module, x: torch.Tensor, backends=("plain", 
             def run():
                 with attention_backend(backend):
                     return step()
+            run.__dict__.update(vars(step))  # the smoke scale's sizes, if any
             return run
 
-        def run():
+        def infer(x):
             with attention_backend(backend), torch.inference_mode(), amp(x.device, PRECISIONS[precision]):
                 return model(x)
-        return run
+        return sized_call(infer, x)
 
     with eval_mode(model):
         times = time_interleaved({b: call(b) for b in backends}, rounds=rounds, min_run_time=min_run_time,

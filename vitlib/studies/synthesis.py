@@ -402,10 +402,27 @@ def decision_guide(table):
     best = max(rows, key=lambda r: r["accuracy"])
     guide = []
 
-    def add(goal: str, candidates: list, key, text) -> None:
+    def add(goal: str, candidates: list, key, text, bounds=None) -> None:
+        """The candidate that minimises ``key``; with ``bounds(r) -> (low, high)``, the others
+        whose range overlaps the winner's are named as not told apart from it."""
         if candidates:
             r = min(candidates, key=key)
-            guide.append((goal, _name(r), f"{text(r)}; {r['accuracy']:.1%} test accuracy"))
+            choice = _name(r)
+            if bounds is not None:
+                low, high = bounds(r)
+                ties = [_name(o) for o in candidates if o is not r and bounds(o)[0] <= high and bounds(o)[1] >= low]
+                if ties:
+                    choice += f" (not told apart from {', '.join(ties)}: their ranges overlap)"
+            guide.append((goal, choice, f"{text(r)}; {r['accuracy']:.1%} test accuracy"))
+
+    def latency(r) -> tuple[float, float]:
+        return r.get("ms_low", r["ms"]), r.get("ms_high", r["ms"])
+
+    step_range = {n: Measured.of_values(t) for n, t in (attrs.get("step_times") or {}).items()}
+
+    def train_bounds(r) -> tuple[float, float]:
+        m = step_range.get(r["model"])
+        return (m.low, m.high) if m is not None else (r["train_s"], r["train_s"])
 
     def speed(r) -> str:
         vs = r.get("vs_baseline")
@@ -419,12 +436,12 @@ def decision_guide(table):
     if attrs.get("test_size"):
         add("fastest inference, not clearly less accurate than the most accurate",
             [r for r in rows if gap(r).high >= 0], lambda r: r["ms"],
-            lambda r: f"{speed(r)} ({gap(r)} against {_name(best)})")
-    add("fastest inference of all", rows, lambda r: r["ms"], speed)
+            lambda r: f"{speed(r)} ({gap(r)} against {_name(best)})", latency)
+    add("fastest inference of all", rows, lambda r: r["ms"], speed, latency)
     if eager and "train_s" in table.columns:
         add("fastest to train", eager, lambda r: steps.get(r["model"], r["train_s"]),
             lambda r: (f"{steps[r['model']]:.1f} ms per training step (interleaved), " if steps else "")
-            + f"{r['train_s']:.1f} s for {attrs.get('epochs')} epoch(s)")
+            + f"{r['train_s']:.1f} s for {attrs.get('epochs')} epoch(s)", train_bounds if steps else None)
         add("fewest parameters", eager, lambda r: r["params"], lambda r: f"{int(r['params']):,} parameters")
         add("fewest FLOPs", eager, lambda r: r["flops"], lambda r: f"{r['flops'] / 1e6:.2f} MFLOPs per image")
     own = {r["model"]: r["accuracy"] for r in eager}

@@ -96,7 +96,7 @@ def claims_view(claims):
     now = str(provenance("cpu").get("commit") or "")
 
     def where(d, m, t, c, s) -> str:
-        text = " ".join(str(v) for v in (d, m and f"({m} mode)", (t or "")[:10]) if v)
+        text = ", ".join(str(v) for v in (d, m and f"{m} mode", (t or "")[:10]) if v)
         if s == "recorded":
             return f"recorded: {text}" + (f", commit {c[:7]}" if c else "")
         earlier = c and now and c != now  # recorded at another commit than this run's
