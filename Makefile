@@ -5,17 +5,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODE ?= quick
 # The scripts the pages load (require.js, the widget embed manager, MathJax, plotly.js), which
-# Sphinx copies into the book so that it works offline (vitlib/offline.py; npm and the plotly wheel).
+# Sphinx copies into the book so that it works offline (vitlib/book/offline.py; npm and the plotly wheel).
 OFFLINE := _build/offline
 # The chapters as nbval executed them, beside the book's sources: what the strict build renders.
 EXECUTED := _build/executed
 
-.PHONY: book test unit notebooks strict-book browser colab-check full-rehearsal record bench gpu-bench gpu-record \
+.PHONY: book test unit slow notebooks strict-book browser colab-check full-rehearsal record bench gpu-bench gpu-record \
 	clean help
 .DEFAULT_GOAL := help
 
 help:
 	@echo "make book   - set up $(VENV), execute every chapter ($(MODE) mode) and build _build/html"
+	@echo "make unit   - the fast tier of the unit tests (under a minute); make slow - the rest"
 	@echo "make test   - set up $(VENV), run unit tests, nbval over book/, a strict build of what nbval"
 	@echo "              executed, and a headless-browser test of the built pages"
 	@echo "make colab-check - the chapters as Colab runs them: a fresh environment at Colab's versions, vitlib"
@@ -41,8 +42,8 @@ $(VENV)/.test-deps: $(VENV)/.book-deps requirements-test.txt
 	$(BIN)/python -m pip install --quiet -r requirements-test.txt
 	touch $@
 
-$(OFFLINE)/.done: $(VENV)/.book-deps vitlib/offline.py
-	$(BIN)/python -m vitlib.offline $(OFFLINE)
+$(OFFLINE)/.done: $(VENV)/.book-deps vitlib/book/offline.py
+	$(BIN)/python -m vitlib.book.offline $(OFFLINE)
 	touch $@
 
 # VITLIB_BOOK_BUILD: no progress widgets saved into pages; charts load the book's own plotly.js.
@@ -50,8 +51,13 @@ book: $(VENV)/.book-deps $(OFFLINE)/.done
 	VITLIB_BOOK_BUILD=1 VITLIB_MODE=$(MODE) $(BIN)/jupyter-book build . --all
 	@test -f _build/html/index.html && echo "book: $(CURDIR)/_build/html/index.html"
 
+# Tests in tiers: `make unit` the fast tier (under a minute), `make slow` what trains, starts
+# processes or builds environments; `make test` runs both.
 unit: $(VENV)/.test-deps
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests -m "not slow and not browser"
+
+slow: $(VENV)/.test-deps
+	$(BIN)/python -m pytest tests -m "slow and not browser"
 
 # Each chapter executes once, here; tests/executed_book.py keeps what it produced in $(EXECUTED).
 notebooks: $(VENV)/.test-deps
@@ -64,7 +70,7 @@ strict-book: notebooks $(OFFLINE)/.done
 browser: strict-book
 	$(BIN)/python -m pytest tests -m browser
 
-test: unit notebooks strict-book browser
+test: unit slow notebooks strict-book browser
 	@cat $(EXECUTED)/chapter-times.txt
 
 # Colab as it ships (.ci/colab.py): the environment is made once per commit, both checks use it.
@@ -87,13 +93,13 @@ SUITE ?= anatomy
 bench: $(VENV)/.book-deps
 	$(BIN)/python -m vitlib.bench $(SUITE) --json _build/bench/$(SUITE).json
 
-# Synthetic inputs, a time budget inside (vitlib/studies/gpu.py); the chapters show the results
+# Synthetic inputs, a time budget inside (vitlib/book/studies/gpu.py); the chapters show the results
 # beside their live numbers. On a machine without a GPU it runs the tiny setting in seconds.
 GPU_BENCH ?= book/results/gpu-bench.json
 gpu-bench: $(VENV)/.book-deps
 	$(BIN)/python -m vitlib.bench gpu --json $(GPU_BENCH) --rounds 2 --min-run-time 0.2
 
-# On one GPU, at most 10 minutes: the gpu suite and the main recipe's training (vitlib/studies/gpu_record.py),
+# On one GPU, at most 10 minutes: the gpu suite and the main recipe's training (vitlib/book/studies/gpu_record.py),
 # written with its provenance to book/results/, which ships with vitlib. It runs on the machine's own python3
 # (a lent GPU machine has torch and reaches no package index), vitlib from this checkout.
 GPU_RECORD ?= book/results/gpu-record.json

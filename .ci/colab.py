@@ -18,7 +18,7 @@ not an ipywidgets 7 core model (what Colab's front end renders).
 ``rehearse``: every chapter executed in full mode at the smoke scale (``VITLIB_SMOKE=1``: every
 loop a few steps, every timing one call, every data set a few hundred images; the same code paths)
 on a CIFAR-10 archive generated in the real format, from the installed copy, offline. It writes what
-each chapter's full mode would do (:mod:`vitlib.fullmode`) to ``WORK/full-mode.json`` and fails
+each chapter's full mode would do (:mod:`vitlib.book.fullmode`) to ``WORK/full-mode.json`` and fails
 when a chapter's full mode would not fit a free T4 (20 minutes, 15 GB). ``--record`` also writes
 it to ``book/results/full-mode.json``, which the chapters quote under their titles.
 
@@ -417,13 +417,13 @@ def cmd_rehearse(args) -> None:
     python = _venv_python(work)
     data = work / "data"
     t0 = time.monotonic()
-    md5 = subprocess.run([str(python), "-m", "vitlib.fullmode", "cifar10-archive", str(data)],
+    md5 = subprocess.run([str(python), "-m", "vitlib.book.fullmode", "cifar10-archive", str(data)],
                          check=True, capture_output=True, text=True, cwd=tempfile.gettempdir()).stdout.strip()
     env = {"VITLIB_DATA": str(data), "VITLIB_TEST_CIFAR10_MD5": md5}
     run([str(python), __file__, "execute", "--work", str(work), "--mode", "full", "--smoke",
          "--env", json.dumps(env), *_notebooks(args.notebooks)], cwd=tempfile.gettempdir())
     out = work / "full-mode.json"
-    cmd = [str(python), "-m", "vitlib.fullmode", "summarise", str(work / "ledger"), str(out)]
+    cmd = [str(python), "-m", "vitlib.book.fullmode", "summarise", str(work / "ledger"), str(out)]
     if args.record:
         cmd += ["--record", str(ROOT / "book" / "results" / "full-mode.json")]
     run(cmd, cwd=tempfile.gettempdir())

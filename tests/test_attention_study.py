@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vitlib import ViT, bench, diagrams
-from vitlib.claims import Measured
-from vitlib.studies import attention as study
-from vitlib.widgets import kernel_chart, plot_kernel_sweep
+from vitlib import ViT, bench
+from vitlib.bench import cpu_features
+from vitlib.book import diagrams
+from vitlib.book.claims import Measured
+from vitlib.book.studies import attention as study
+from vitlib.book.widgets import kernel_chart, plot_kernel_sweep
 
 TINY = dict(image_size=16, patch_size=4, num_classes=5, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=48)
 
@@ -95,13 +97,13 @@ def test_cpu_features_reads_the_flags(tmp_path):
     with_bf16.write_text("model name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_bf16\n")
     without = tmp_path / "b"
     without.write_text("flags\t\t: fpu avx2 f16c\n")
-    a, b = study.cpu_features(with_bf16), study.cpu_features(without)
+    a, b = cpu_features(with_bf16), cpu_features(without)
     assert a["bf16_instructions"] is True and a["fp16_instructions"] is False and a["model"] == "Some CPU"
     assert b["bf16_instructions"] is False and b["model"] is None
-    assert study.cpu_features(tmp_path / "missing")["bf16_instructions"] is None
+    assert cpu_features(tmp_path / "missing")["bf16_instructions"] is None
     arm = tmp_path / "arm"
     arm.write_text("processor\t: 0\nFeatures\t: fp asimd asimdhp bf16 sve\n")
-    assert study.cpu_features(arm)["bf16_instructions"] is True and study.cpu_features(arm)["fp16_instructions"]
+    assert cpu_features(arm)["bf16_instructions"] is True and cpu_features(arm)["fp16_instructions"]
 
 
 def test_precision_formats_match_the_ieee_and_brain_layouts():

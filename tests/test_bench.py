@@ -172,14 +172,14 @@ def test_suites_register_by_name_once():
     def anatomy(args):
         return {}
 
-    with pytest.raises(ValueError, match="suite 'anatomy' is already registered by vitlib.studies.anatomy"):
+    with pytest.raises(ValueError, match="suite 'anatomy' is already registered by vitlib.book.studies.anatomy"):
         bench.register_suite("anatomy")(anatomy)
     with pytest.raises(ValueError, match="non-empty string"):
         bench.register_suite("")
 
 
 def test_speedup_rests_on_the_per_call_times_of_the_comparison():
-    from vitlib.claims import Measured
+    from vitlib.book.claims import Measured
 
     small = ViT(image_size=16, patch_size=4, num_classes=3, dim=16, depth=1, heads=1, dim_head=16, mlp_dim=16)
     large = ViT(image_size=16, patch_size=4, num_classes=3, dim=64, depth=4, heads=2, dim_head=32, mlp_dim=256)
@@ -211,15 +211,17 @@ def test_short_calls_are_timed_in_blocks_sized_from_the_warm_up():
     assert 0.05 / 0.002 <= len(calls) <= 2 * 0.05 / 0.001, len(calls)
 
 
-def test_timing_runs_every_call_on_its_threads_then_gives_mkl_its_dynamic_threads_back(monkeypatch):
+def test_timing_runs_every_call_on_its_threads_then_gives_mkl_its_threading_back(monkeypatch):
     import time
 
-    from vitlib.bench import timing
+    from vitlib import compat
 
     if torch.backends.mkl.is_available():  # where torch has MKL, the library exports the functions
-        assert timing._mkl() is not None
+        assert compat.mkl_threading() is not None
     resets, seen, threads = [], set(), torch.get_num_threads()
-    monkeypatch.setattr(timing, "_mkl_dynamic_threads", lambda: resets.append(torch.get_num_threads()))
+    real = compat.set_mkl_threading
+    monkeypatch.setattr(compat, "set_mkl_threading",
+                        lambda state: (resets.append(torch.get_num_threads()), real(state)))
     other = 1 if threads > 1 else 2
 
     def short():  # timed in blocks, after its warm-up calls
@@ -235,8 +237,7 @@ def test_timing_runs_every_call_on_its_threads_then_gives_mkl_its_dynamic_thread
     assert seen == {other}  # warm-up calls too, not only the timed ones
     assert resets == [threads, threads]  # once after each timing, torch's count back first
     monkeypatch.undo()
-    timing._mkl_dynamic_threads()  # the real call: no crash, and torch still works
-    assert torch.ones(2, 2).matmul(torch.ones(2, 2)).sum() == 8
+    assert torch.ones(2, 2).matmul(torch.ones(2, 2)).sum() == 8  # and torch still works
 
 
 def test_a_long_call_is_still_timed_at_least_min_calls_times():
@@ -263,3 +264,59 @@ def test_a_long_call_is_still_timed_at_least_min_calls_times():
         bench.time_function(slow, min_calls=0)
     with pytest.raises(ValueError, match="rounds must be at least 1; received 0"):
         bench.time_interleaved({"a": slow}, rounds=0)
+
+
+def test_no_labels_are_named_in_a_value_error():
+    """An empty label tensor: the message says what was expected and what came, rather than the
+    message itself failing (the smallest of no labels)."""
+    model = SimpleViT(**CFG)
+    x = torch.randn(2, 3, 16, 16)
+    with pytest.raises(ValueError, match=r"labels must be 2 class indices in \[0, 10\) .*; received 0 labels$"):
+        bench.train_step_fn(model, x, torch.tensor([], dtype=torch.long))
+
+
+def test_the_commit_is_read_from_the_checkouts_own_repository_only(tmp_path, monkeypatch):
+    """A checkout that is no git repository of its own (an unpacked archive inside another project's
+    repository) reports pip's commit, else none; never the commit of the repository around it."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from importlib import metadata
+
+    import vitlib.bench.provenance  # noqa: F401  (the module, not the function bench exports)
+    from vitlib import locations
+
+    prov = sys.modules["vitlib.bench.provenance"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+
+    def git(where, *args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", *args], cwd=where,
+                              env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+    def committed(where):
+        git(where, "init", "-q")
+        git(where, "add", ".")
+        git(where, "commit", "-q", "-m", "one")
+        return git(where, "rev-parse", "HEAD")
+
+    outer = tmp_path / "project"
+    source = outer / "vitlib-0.1.0"
+    (source / "book").mkdir(parents=True)
+    (source / "pyproject.toml").write_text("[project]\nname = 'vitlib'\n")
+    outer_commit = committed(outer)
+
+    class Dist:
+        def read_text(self, name):
+            return json.dumps({"url": "https://github.com/x/y", "vcs_info": {"vcs": "git", "commit_id": "abc123"}})
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(locations, "checkout", lambda: source)
+    monkeypatch.setattr(metadata, "distribution", not_installed)
+    assert prov._git_commit() == "unknown"  # not outer_commit
+    monkeypatch.setattr(metadata, "distribution", lambda name: Dist())
+    assert prov._git_commit() == "abc123"
+    own = committed(source)  # now a repository of its own: its commit
+    assert prov._git_commit() == own and own != outer_commit

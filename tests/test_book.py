@@ -79,7 +79,7 @@ def test_setup_cell_installs_with_the_kernels_pip_and_pins_nothing():
 
 
 def test_setup_says_under_the_title_what_full_mode_takes(capsys, monkeypatch):
-    from vitlib import fullmode
+    from vitlib.book import fullmode
 
     monkeypatch.setenv("VITLIB_UNDER_TEST", "1")
     monkeypatch.delenv("VITLIB_SMOKE", raising=False)
@@ -147,7 +147,7 @@ def test_repository_url_is_configured_in_one_place():
 
 def test_book_config_serves_its_scripts_from_the_book():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
-    assert "vitlib.offline" in config["sphinx"]["extra_extensions"]
+    assert "vitlib.book.offline" in config["sphinx"]["extra_extensions"]
     makefile = (ROOT / "Makefile").read_text()
     folder = re.search(r"^OFFLINE := (\S+)$", makefile, re.M)[1]
     assert config["sphinx"]["config"]["html_extra_path"] == [folder]

@@ -1,7 +1,7 @@
 """The one verdict function and the measured values it judges."""
 import pytest
 
-from vitlib.claims import Measured, verdict
+from vitlib.book.claims import Measured, verdict
 
 
 def test_ratio_from_interleaved_times():
@@ -11,6 +11,30 @@ def test_ratio_from_interleaved_times():
     assert r.value == pytest.approx(2.0)
     assert r.low < r.value < r.high and r.n == 5
     assert "2.00x" in str(r) and "5 timings a side" in r.how
+    assert Measured.ratio([3.0, 3.0], [1.0, 1.0, 1.0], what="epochs").how.endswith("2 and 3 epochs")
+
+
+def test_two_ratios_in_a_row_multiply_their_bounds():
+    a, b = Measured(2.0, 1.5, 2.5, 5), Measured(3.0, 2.0, 4.0, 7)
+    c = a.chain(b)
+    assert (c.value, c.low, c.high, c.n, c.unit) == (6.0, 3.0, 10.0, 5, "x")
+    assert c.low <= c.value <= c.high and "at least 5 timings a side" in c.how
+    # the chain of two measured ratios is the ratio of the ends when nothing spreads
+    ab, bc = Measured.ratio([4.0] * 5, [2.0] * 5), Measured.ratio([2.0] * 5, [0.5] * 5)
+    assert ab.chain(bc).value == Measured.ratio([4.0] * 5, [0.5] * 5).value == 8.0
+
+
+def test_paired_ratio_is_the_median_of_the_pairs_with_their_extremes():
+    m = Measured.paired_ratio([2.0, 4.0, 3.0], [1.0, 2.0, 3.0], "seeds")
+    assert (m.value, m.low, m.high, m.n) == (2.0, 1.0, 2.0, 3) and m.how == "lowest to highest of 3 seeds"
+    with pytest.raises(ValueError, match="one measurement a side per pair"):
+        Measured.paired_ratio([1.0, 2.0], [1.0])
+
+
+def test_to_dict_as_json_or_as_a_tables_columns():
+    m = Measured(2.0, 1.0, 3.0, 5)
+    assert m.to_dict() == {"value": 2.0, "low": 1.0, "high": 3.0, "n": 5}
+    assert m.to_dict(1e3, prefix="ms") == {"ms": 2000.0, "ms_low": 1000.0, "ms_high": 3000.0}
 
 
 @pytest.mark.parametrize("low,high,expected", [
@@ -67,9 +91,9 @@ def test_verdict_needs_a_measurement():
 def test_verdict_table_records_the_chapter(tmp_path, monkeypatch):
     import torch
 
-    from vitlib import results
+    from vitlib.book import results
     from vitlib.book import BookSetup
-    from vitlib.claims import verdict_table
+    from vitlib.book.claims import verdict_table
 
     monkeypatch.setenv(results.RESULTS_ENV, str(tmp_path))
     setup = BookSetup(device=torch.device("cpu"), mode="quick", seed=0, threads=1, reason="test")
@@ -86,7 +110,7 @@ def test_verdict_table_records_the_chapter(tmp_path, monkeypatch):
 
 
 def test_all_of_needs_every_part_to_hold():
-    from vitlib.claims import all_of
+    from vitlib.book.claims import all_of
 
     holds, fails = "holds", "does not hold: too slow"
     unsure = "inconclusive on this machine"
@@ -116,7 +140,7 @@ def test_all_of_needs_every_part_to_hold():
 def test_seed_difference_pairs_seeds():
     import pandas as pd
 
-    from vitlib.claims import seed_difference
+    from vitlib.book.claims import seed_difference
 
     results = pd.DataFrame({"condition": ["a", "b"] * 3, "seed": [0, 0, 1, 1, 2, 2],
                             "accuracy": [0.80, 0.90, 0.82, 0.91, 0.81, 0.92]})
@@ -131,7 +155,7 @@ def test_seed_difference_pairs_seeds():
 def test_epoch_speedup_reads_every_epoch_of_every_seed():
     import pandas as pd
 
-    from vitlib.claims import epoch_speedup
+    from vitlib.book.claims import epoch_speedup
 
     results = pd.DataFrame({"condition": ["base", "fast"], "seed": [0, 0]})
     results.attrs["histories"] = {

@@ -1,10 +1,11 @@
 import pytest
 
-from vitlib import widgets
+from vitlib.book import widgets
 from vitlib.bench import comparison
-from vitlib.claims import CLAIMS, verdict_table
-from vitlib.studies.lightweight import compare_configs, sizing_config
-from vitlib.widgets import flops_explorer, meta_breakdown, sizing_explorer
+from vitlib.book.claims import CLAIMS, verdict_table
+from vitlib.book.studies.lightweight import compare_configs
+from vitlib.models.presets import sizing_config
+from vitlib.book.widgets import flops_explorer, meta_breakdown, sizing_explorer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,6 +9,7 @@ import re
 import sys
 import tomllib
 import types
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
@@ -97,7 +98,7 @@ def test_an_installed_copy_reports_the_commit_pip_installed(monkeypatch):
 
 
 def test_recorded_results_are_read_from_the_shipped_record(monkeypatch, tmp_path):
-    from vitlib import results
+    from vitlib.book import results
 
     (tmp_path / "chapters").mkdir()
     results.record("03_levit", mode="quick", device="cpu", claims=[{"id": "C4", "measured": "m", "verdict": "holds"}],
@@ -122,10 +123,29 @@ def test_automatic_precision_is_bfloat16_only_where_the_gpu_runs_it(monkeypatch,
     assert backends.half_precision(cuda) is dtype
     assert loop._amp(cuda, "auto") == (dtype, scaler)
     assert loop._amp(torch.device("cpu"), "auto") == (None, False)
+    with pytest.warns(UserWarning, match="CUDA is not available") if not torch.cuda.is_available() else nullcontext():
+        ctx = backends.autocast(cuda, backends.half_precision(cuda))  # the one autocast, timing's and training's
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype is dtype and ctx.device == "cuda"
+
+
+def test_one_autocast_and_one_synchronise_for_timing_and_training(monkeypatch):
+    from vitlib.bench import timing
+
+    assert timing.amp is backends.autocast  # the name chapter 7 imports
+    assert isinstance(backends.autocast("cpu", None), nullcontext)
+    with backends.autocast(torch.device("cpu"), torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") is torch.bfloat16
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    for device in (None, "cpu", torch.device("cpu"), "cuda:0"):
+        backends.synchronise(device)
+    assert waited == ["cuda:0"]
+    timing._synchronised(lambda: None, "cuda")()  # a timed call waits for its GPU work
+    assert waited == ["cuda:0", "cuda"]
 
 
 def test_the_gpu_suite_measures_the_gpus_own_half_precision(monkeypatch):
-    from vitlib.studies import gpu
+    from vitlib.book.studies import gpu
 
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 5))
     assert gpu.half_name(torch.device("cuda")) == "fp16"
@@ -139,7 +159,7 @@ def test_the_gpu_suite_measures_the_gpus_own_half_precision(monkeypatch):
 def test_static_charts_use_plotlys_own_html_in_colab(monkeypatch):
     import plotly.graph_objects as go
 
-    from vitlib.viz import static_chart
+    from vitlib.book.viz import static_chart
 
     chart = static_chart({1: [go.Bar(x=[1], y=[2])], 2: [go.Bar(x=[1], y=[3])]}, slider="s")
     monkeypatch.delenv("VITLIB_BOOK_BUILD", raising=False)
@@ -201,7 +221,7 @@ def test_a_timing_at_the_smoke_scale_is_one_call_and_notes_its_planned_calls(led
 
 
 def test_estimates_add_training_timings_and_cpu_work_and_flag_what_does_not_fit(tmp_path):
-    from vitlib import fullmode
+    from vitlib.book import fullmode
 
     t4 = fullmode.GPUS["T4"]
     rate = t4["peak"] * t4["share"]
@@ -227,8 +247,9 @@ def test_estimates_add_training_timings_and_cpu_work_and_flag_what_does_not_fit(
     assert faster["train_s"] < e["train_s"] and not faster["assumed"]
 
 
+@pytest.mark.slow
 def test_the_generated_cifar10_archive_is_read_by_the_real_reader(tmp_path, monkeypatch):
-    from vitlib import fullmode
+    from vitlib.book import fullmode
     from vitlib.data import cifar10
 
     md5 = fullmode.cifar10_archive(tmp_path)
@@ -297,7 +318,7 @@ def test_live_explorers_draw_with_matplotlib_and_core_widgets_only():
 
     import ipywidgets
 
-    import vitlib.widgets as widgets
+    import vitlib.book.widgets as widgets
 
     both = {"IntSlider", "FloatSlider", "Dropdown", "SelectMultiple", "SelectionSlider", "Checkbox",
             "ToggleButtons", "HTML", "Label", "Output", "HBox", "VBox", "Layout", "interactive_output"}

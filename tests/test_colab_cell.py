@@ -81,6 +81,7 @@ print("VITLIB", vitlib.__file__)
 """
 
 
+@pytest.mark.slow
 def test_setup_cell_installs_vitlib_in_a_fresh_environment(tmp_path):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs git and a git checkout of the repository")

@@ -7,7 +7,8 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import to_rgba  # noqa: E402
 
-from vitlib import NaViT, diagrams  # noqa: E402
+from vitlib import NaViT  # noqa: E402
+from vitlib.book import diagrams  # noqa: E402
 from vitlib.models import presets  # noqa: E402
 
 

@@ -195,13 +195,13 @@ def test_wrapper_call_overrides_temperature_and_alpha():
     assert got.item() == pytest.approx(hand_kl(D, T_, 2.0), rel=1e-5)
 
 
-# ----- heads: both in training, their mean in eval, either by choice ----------------------------------
+# ----- heads: eval_head in either mode, both or either by choice ---------------------------------------
 
 
 def test_heads_in_training_and_eval():
     s = student().train()
     x = s.example_input(3)
-    logits, distill = s(x)
+    logits, distill = s(x, head="both")
     assert logits.shape == distill.shape == (3, 10) and not torch.equal(logits, distill)
     s.eval()
     with torch.no_grad():
@@ -223,7 +223,7 @@ def test_levit_distillation_head_takes_part_the_same_way():
                dim_value=8)
     model = LeViT(**cfg, num_distill_classes=5)
     x = torch.randn(2, 3, 32, 32)
-    logits, distill = model.train()(x)
+    logits, distill = model.train()(x, head="both")
     model.eval()
     with torch.no_grad():
         a, b = model(x, head="both")
@@ -466,6 +466,7 @@ def test_resnet_refuses_bad_configurations():
             teacher(**bad)
 
 
+@pytest.mark.slow
 def test_cli_trains_a_teacher_then_a_student_from_it(tmp_path, capsys):
     teacher_path, student_path = tmp_path / "t.safetensors", tmp_path / "s.safetensors"
     assert vtrain.main(["--model", "resnet", "--image-size", "8", "--epochs", "1", "--checkpoint",
@@ -488,3 +489,37 @@ def test_agreement_counts_the_shared_top_classes(data):
     assert agreement(always_zero, cycling, data.test) == pytest.approx(len(range(0, n, 10)) / n)
     with pytest.raises(ValueError, match="empty"):
         agreement(t, t, torch.utils.data.TensorDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0)))
+
+
+def test_per_call_settings_leave_the_wrapper_and_its_loss_as_they_were(data):
+    """``temperature``, ``alpha`` and the student's keywords apply to one call: the loss, which
+    fit may also use, keeps its own."""
+    distiller = DistillWrapper(student=student(), teacher=teacher(), temperature=2.0, alpha=0.5)
+    x, y = data.train.images[:8], data.train.labels[:8]
+    plain = distiller(x, y)
+    overridden = distiller(x, y, temperature=4.0, alpha=0.2, head="both")
+    assert distiller.loss.forward_kwargs == {} and (distiller.temperature, distiller.alpha) == (2.0, 0.5)
+    assert torch.equal(distiller(x, y), plain) and not torch.equal(overridden, plain)
+    loss = DistillationLoss(teacher(), forward_kwargs={"head": "both"})
+    loss(student(), (x, y), forward_kwargs={"head": "class"}, temperature=3.0)
+    assert loss.forward_kwargs == {"head": "both"} and loss.temperature == 1.0
+
+
+def test_train_student_defaults_to_the_distillation_settings_of_its_mode(data, monkeypatch):
+    from vitlib.distill import train_student
+    from vitlib.train.recipes import default_mode
+
+    assert default_mode("cpu", {}) == "quick" and default_mode("cuda", {}) == "full"
+    assert default_mode("cpu", {"VITLIB_MODE": " Full "}) == "full"
+    with pytest.raises(ValueError, match="VITLIB_MODE must be one of"):
+        default_mode("cpu", {"VITLIB_MODE": "fast"})
+    monkeypatch.setitem(vtrain.RECIPES["full"]["distillable_vit"], "distill",
+                        {"temperature": 7.0, "alpha": 0.25, "hard": False})
+    config = {k: v for k, v in STUDENT.items() if k not in ("image_size", "channels", "num_classes")}
+    recipe = {"dataset": {"name": "digits", "image_size": 8}, "model": {"name": "distillable_vit", **config},
+              "fit": {"epochs": 1, "batch_size": 256, "lr": 1e-3}}  # no distill section of its own
+    *_, loss = train_student(recipe, teacher(), data=data, mode="full", progress=False)
+    assert (loss.temperature, loss.alpha) == (7.0, 0.25)
+    monkeypatch.setenv("VITLIB_MODE", "full")  # no mode named: the mode the book and the CLI would run
+    *_, loss = train_student(recipe, teacher(), data=data, progress=False)
+    assert (loss.temperature, loss.alpha) == (7.0, 0.25)

@@ -1,11 +1,11 @@
-"""Chapter 6's experiments (vitlib.studies.distillation) on tiny workloads."""
+"""Chapter 6's experiments (vitlib.book.studies.distillation) on tiny workloads."""
 import pytest
 import torch
 
-from vitlib.claims import Measured
+from vitlib.book.claims import Measured
 from vitlib.data import DataSplit, _AugmentedTensors, digits, train_augment
 from vitlib.distill import UNLABELLED
-from vitlib.studies import distillation as study
+from vitlib.book.studies import distillation as study
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -123,7 +123,7 @@ def test_temperature_alpha_chart_shows_each_temperatures_students_and_teacher():
 
     import pandas as pd
 
-    from vitlib.widgets import temperature_alpha_chart
+    from vitlib.book.widgets import temperature_alpha_chart
 
     rows = [{"temperature": t, "alpha": a, "accuracy": 0.5 + 0.1 * a + 0.01 * t, "agreement": 0.9}
             for t in (1.0, 3.0) for a in (0.0, 0.5, 0.9)]

@@ -101,6 +101,7 @@ def _weights(path) -> dict:
     return model.state_dict()
 
 
+@pytest.mark.slow
 def test_two_processes_train_the_weights_of_one(tmp_path, small, one_thread):
     train, test = small
     single = tiny_vit()
@@ -208,6 +209,7 @@ def _cli(argv) -> None:
     raise SystemExit(main(argv))
 
 
+@pytest.mark.slow
 def test_the_command_line_trains_on_two_processes_and_rank_0_reports(tmp_path, capfd, one_thread):
     ckpt, hist = tmp_path / "cli.safetensors", tmp_path / "h.json"
     argv = ["--model", "vit", "--image-size", "8", "--patch-size", "4", "--dim", "16", "--depth", "1",
@@ -226,7 +228,7 @@ def test_the_command_line_trains_on_two_processes_and_rank_0_reports(tmp_path, c
 
 
 def _measure(path) -> None:
-    from vitlib.studies import scaling
+    from vitlib.book.studies import scaling
 
     # one thread alone too: OpenMP threads hang in a forked child (torchrun does not fork)
     scaling.main(["--json", str(path), "--rounds", "1", "--calls", "1", "--sweep-rounds", "1",
@@ -234,8 +236,9 @@ def _measure(path) -> None:
                   "--patch-size", "4", "--dim", "16", "--depth", "1", "--epochs", "1"])
 
 
+@pytest.mark.slow
 def test_the_scaling_study_trains_then_times_every_candidate_on_two_processes(tmp_path, capfd, one_thread):
-    from vitlib.studies import scaling
+    from vitlib.book.studies import scaling
 
     procs = launch(_measure, tmp_path / "steps.json")
     join_all(procs, 120)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +20,7 @@ def _notebook(*sources: str) -> nbformat.NotebookNode:
     return nb
 
 
+@pytest.mark.slow
 def test_nbval_execution_is_staged_for_the_build(tmp_path):
     book = tmp_path / "book"
     book.mkdir()

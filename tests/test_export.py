@@ -8,7 +8,7 @@ from torch import nn
 
 from vitlib import bench
 from vitlib import export as vexport
-from vitlib.claims import VERDICTS
+from vitlib.book.claims import VERDICTS
 from vitlib.export import cli
 from vitlib.models import SimpleViT
 from vitlib.train import QUICK_RECIPE, load_model, save_checkpoint, train_recipe
@@ -128,6 +128,7 @@ def test_pointwise_is_the_convolution_it_replaces():
         vexport.int8.Pointwise(nn.Conv2d(6, 5, 3))
 
 
+@pytest.mark.slow
 def test_compile_reports_compile_time_apart():
     model = tiny_vit(dim=16, depth=1, heads=1, mlp_dim=16)
     result = vexport.to_compile(model, model.example_input(2), **TIMING)
@@ -137,6 +138,7 @@ def test_compile_reports_compile_time_apart():
     assert "nothing saved" in str(result)
 
 
+@pytest.mark.slow
 def test_support_matrix_of_the_book_models(book):
     fixed = [name for name in book if name != "NaViT"]
     assert set(fixed) == {"ViT", "SimpleViT", "LeViT", "CrossViT", "DistillableViT", "ResNet"}
@@ -161,6 +163,7 @@ def test_support_matrix_of_the_book_models(book):
     assert table.loc["NaViT", "export"].startswith("fails: ")
 
 
+@pytest.mark.slow
 def test_onnx_in_the_matrix(model):
     matrix = vexport.support_matrix({"SimpleViT": model}, ("export", "onnx"), **TIMING)
     row = matrix.set_index("path").loc["onnx"]
@@ -205,6 +208,7 @@ def checkpoint(tmp_path_factory):
     return file, data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SAVED)
 def test_command_line_round_trip(checkpoint, path, tmp_path, capsys, restore_threads):
     file, data = checkpoint
@@ -241,6 +245,7 @@ def test_command_line_errors(checkpoint, book, tmp_path, capsys, restore_threads
     assert "error: NaViT cannot take the torchscript path" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_export_suite_reports_its_figures(tmp_path, capsys, restore_threads):
     out = tmp_path / "export.json"
     assert bench.main(["export", "--tiny", "--json", str(out), *TINY]) == 0
@@ -262,9 +267,10 @@ def test_export_suite_reports_its_figures(tmp_path, capsys, restore_threads):
     assert "goals" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_serving_sweep_and_its_chart(model, results):
-    from vitlib.studies.deployment import serving_sweep
-    from vitlib.widgets import plot_int8_grid, plot_serving, serving_chart
+    from vitlib.book.studies.deployment import serving_sweep
+    from vitlib.book.widgets import plot_int8_grid, plot_serving, serving_chart
 
     onnx = vexport.to_onnx(model, model.example_input(1), **TIMING)
     sweep = serving_sweep(model, results["int8"], onnx, [1, 4], threads=(1,), rounds=1, min_run_time=0.01)
@@ -293,7 +299,7 @@ def test_serving_sweep_and_its_chart(model, results):
 def test_paired_drop_counts_the_images_right_in_one_and_wrong_in_the_other(results):
     from dataclasses import replace
 
-    from vitlib.studies.deployment import paired_drop
+    from vitlib.book.studies.deployment import paired_drop
 
     some = replace(results["int8"], accuracy=0.90, eager_accuracy=0.91, agreement_images=400, discordant=16)
     m = paired_drop(some)

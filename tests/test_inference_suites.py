@@ -31,6 +31,7 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_infer_suite_writes_every_figure_with_its_spread(tmp_path, capsys, restore_threads):
     pytest.importorskip("timm")
     pytest.importorskip("vit_pytorch")
@@ -88,6 +89,7 @@ def gpu_bench_command(out: Path) -> list[str]:
     return [sys.executable, *args[1:]]
 
 
+@pytest.mark.slow
 def test_make_gpu_bench_runs_its_tiny_setting_on_a_cpu(tmp_path):
     out = tmp_path / "results" / "gpu-bench.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
@@ -119,6 +121,7 @@ def test_make_gpu_bench_runs_its_tiny_setting_on_a_cpu(tmp_path):
     assert "attention layer" in run.stdout
 
 
+@pytest.mark.slow
 def test_make_gpu_record_runs_its_tiny_setting_on_a_cpu(tmp_path):
     out = tmp_path / "results" / "gpu-record.json"
     dry = subprocess.run(["make", "--no-print-directory", "-n", "gpu-record", f"GPU_RECORD={out}",

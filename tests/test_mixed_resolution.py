@@ -60,7 +60,7 @@ def test_fit_trains_navit_on_a_list_of_images():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitlib.widgets import plot_training_curves
+    from vitlib.book.widgets import plot_training_curves
 
     fig, ax = plt.subplots()
     plot_training_curves(ax, {"a": history, "b": history}, "t")

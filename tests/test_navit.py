@@ -322,6 +322,7 @@ def test_pickles_and_deep_copies_with_token_dropout():
             assert clone.token_dropout_prob == 0.3
 
 
+@pytest.mark.slow
 def test_compiles_with_no_graph_break():
     torch._dynamo.reset()
     model = build(depth=1)

@@ -1,4 +1,4 @@
-"""The book's own scripts (vitlib.offline): where the Sphinx extension points the pages, the clear
+"""The book's own scripts (vitlib.book.offline): where the Sphinx extension points the pages, the clear
 error when they were not fetched, and the duplicated inline scripts it drops. Fetching them
 (npm) runs in `make test` before the build; the browser test checks that every page finds them."""
 from pathlib import Path
@@ -8,7 +8,7 @@ import pytest
 from sphinx.builders.html._assets import _JavaScript
 from sphinx.errors import ConfigError
 
-from vitlib import offline
+from vitlib.book import offline
 
 
 def _app_and_config(root: Path, extra: list[str]):
@@ -31,7 +31,7 @@ def test_pages_load_the_books_copies(tmp_path):
 
 def test_missing_scripts_stop_the_build_with_the_command_to_run(tmp_path):
     app, config = _app_and_config(tmp_path, ["_build/offline"])
-    with pytest.raises(ConfigError, match=r"run `python -m vitlib.offline _build/offline`"):
+    with pytest.raises(ConfigError, match=r"run `python -m vitlib.book.offline _build/offline`"):
         offline._configure(app, config)
 
 

@@ -91,13 +91,14 @@ def test_part_table_rejects_a_name_not_in_the_model():
         bench.part_table(model, torch.randn(1, 3, 64, 64), {"x": ["backbone.9"]})
 
 
+@pytest.mark.slow
 def test_meta_parts_equal_a_real_run_and_explorers_build():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from vitlib import widgets
+    from vitlib.book import widgets
 
     meta = widgets.meta_parts("LeViT-128S", image_size=64)
     model = presets.create("LeViT-128S", image_size=64).eval()

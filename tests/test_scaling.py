@@ -8,7 +8,7 @@ import torch
 
 from vitlib.book import show_source
 from vitlib.models import presets
-from vitlib.studies import scaling
+from vitlib.book.studies import scaling
 from vitlib.train import fit
 
 matplotlib.use("Agg")
@@ -43,7 +43,7 @@ def test_data_parallel_without_gpus_only_calls_the_model(monkeypatch):
 def test_the_diagram_and_the_explorer_draw():
     import matplotlib.pyplot as plt
 
-    from vitlib import diagrams, widgets
+    from vitlib.book import diagrams, widgets
 
     fig = diagrams.data_parallel(processes=3)
     texts = [t.get_text() for t in fig.axes[0].texts]

@@ -1,4 +1,4 @@
-"""Chapter 4's study (vitlib.studies.crossvit) and its widgets: counts of the paper's CrossViTs, the
+"""Chapter 4's study (vitlib.book.studies.crossvit) and its widgets: counts of the paper's CrossViTs, the
 single-scale references, the equal-FLOPs ViT and the explorer's settings."""
 import math
 
@@ -9,17 +9,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from vitlib import ViT, bench, diagrams  # noqa: E402
-from vitlib.claims import Measured, seed_difference, verdict  # noqa: E402
+from vitlib import ViT, bench  # noqa: E402
+from vitlib.book import diagrams  # noqa: E402
+from vitlib.book.claims import Measured, seed_difference, verdict  # noqa: E402
 from vitlib.data import DataSplit, TensorImageDataset  # noqa: E402
 from vitlib.models import presets  # noqa: E402
 from vitlib.models.cross_vit import CrossBlock  # noqa: E402
-from vitlib.studies import crossvit as cv  # noqa: E402
-from vitlib.widgets import stages  # noqa: E402
+from vitlib.book.studies import crossvit as cv  # noqa: E402
+from vitlib.book.widgets import stages  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_branch_table_reads_each_branchs_size_from_the_model():
     df = cv.branch_table("CrossViT-S").set_index("part")
     assert list(df.index) == ["small-patch branch", "large-patch branch", "cross-attention"]
@@ -39,6 +41,7 @@ def test_explicit_branch_size_replaces_the_presets_scale():
     assert parts.loc["large-patch branch", "tokens"] == 1 + 15 * 15
 
 
+@pytest.mark.slow
 def test_sweep_is_linear_for_the_cross_attention_and_quadratic_for_the_encoders():
     sweep = cv.attention_sweep("CrossViT-Ti", image_sizes=(120, 240, 480))
     assert sweep.groupby("part", sort=False).size().tolist() == [3, 3, 3]
@@ -84,6 +87,7 @@ def test_paper_width_excess_is_what_the_counter_finds_in_the_large_to_small_bloc
     assert cv.paper_width_excess(narrow) == {"flops": 0, "params": 0}
 
 
+@pytest.mark.slow
 def test_preset_table_agrees_with_the_papers_multiply_adds_at_the_papers_width():
     table = cv.preset_table().set_index("model")
     assert list(table.index) == presets.names("cross_vit")
@@ -95,6 +99,7 @@ def test_preset_table_agrees_with_the_papers_multiply_adds_at_the_papers_width()
     assert table.loc["CrossViT-9", "paper_top1"] == 73.9 and table.loc["CrossViT-B", "paper_top1"] == 82.2
 
 
+@pytest.mark.slow
 def test_single_scale_references_are_the_fine_and_the_coarse_vit():
     configs = cv.single_scale_configs("CrossViT-S")
     assert list(configs) == ["ViT/12", "ViT/16"]
@@ -123,6 +128,7 @@ def _digits(n=64, size=16, classes=10, seed=0):
                      [str(i) for i in range(classes)], (size, size), 1)
 
 
+@pytest.mark.slow
 def test_equal_flops_depth_is_the_closest_of_every_depth():
     from vitlib.train import RECIPES, build_model
 
@@ -161,6 +167,7 @@ def test_train_conditions_gives_what_seed_difference_reads():
         train_conditions({"ViT": vit}, seeds=[], data=data)
 
 
+@pytest.mark.slow
 def test_the_explorers_settings_all_build():
     explorer = stages.crossvit_explorer()
     (left, right), _ = explorer.children[0].children, explorer.children[1]
@@ -177,6 +184,7 @@ def test_the_explorers_settings_all_build():
     assert df.loc["large-patch branch", "tokens"] == 1 + 5 * 5  # 240 px: 224 rounds to 5 patches of 48
 
 
+@pytest.mark.slow
 def test_diagram_and_plots_read_the_model_and_the_sweep():
     fig = diagrams.crossvit_branches(model=cv.build_meta("CrossViT-S"))
     text = " ".join(t.get_text() for ax in fig.axes for t in ax.texts)

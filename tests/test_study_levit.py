@@ -1,7 +1,7 @@
 """Chapter 3's experiments: the stem as an affine map, the stem's share, attention per stage."""
 import pytest
 
-from vitlib.studies import levit as study
+from vitlib.book.studies import levit as study
 
 
 def test_a_stem_without_nonlinearity_is_one_affine_map():
@@ -17,6 +17,7 @@ def test_paper_stem_widths_cost_less_than_vit_pytorchs():
     assert 0 < paper["share"] < vp["share"] < 1
 
 
+@pytest.mark.slow
 def test_attention_stays_quadratic_in_every_stage():
     sweep, slopes = study.attention_sweep([128, 256, 512])
     assert set(sweep["part"]) == {*study.STAGES, "ViT-B/16 (all layers)"}

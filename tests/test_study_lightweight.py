@@ -3,13 +3,15 @@ import pytest
 import torch
 
 from vitlib import SimpleViT, ViT
-from vitlib.claims import Measured
-from vitlib.studies import lightweight
+from vitlib import train as vtrain
+from vitlib.book.claims import Measured
+from vitlib.book.studies import lightweight
 
 TINY = dict(image_size=8, patch_size=4, num_classes=3, dim=32, depth=1, heads=2, dim_head=16, mlp_dim=64,
             channels=1)
 
 
+@pytest.mark.slow
 def test_knob_sweep_times_every_setting_against_the_base_in_one_run():
     knobs = {"depth": [dict(depth=2)], "mlp_dim": [dict(mlp_dim=32), dict(mlp_dim=128)]}
     sweep = lightweight.knob_sweep(SimpleViT, TINY, knobs, batch=2, rounds=1, min_run_time=0.01)
@@ -47,16 +49,17 @@ def test_one_more_token_returns_ratios_with_their_spread():
         lightweight.one_more_token(32, 2, 16, 64, 0)
 
 
+@pytest.mark.slow
 def test_train_seeds_gives_one_row_per_model_and_seed():
     from vitlib.data import load_dataset
     from vitlib.train import QUICK_RECIPE
 
     data = load_dataset("digits", image_size=8)
     recipe = {**QUICK_RECIPE, "model": {**QUICK_RECIPE["model"], "dim": 16, "depth": 1, "mlp_dim": 32}}
-    runs = lightweight.train_seeds(recipe, {"ViT": ("vit", {}), "SimpleViT": ("simple_vit", {})}, [0, 1],
+    runs = vtrain.train_seeds(recipe, {"ViT": ("vit", {}), "SimpleViT": ("simple_vit", {})}, [0, 1],
                                    data=data, epochs=1, progress=False)
     assert list(runs["condition"]) == ["ViT", "SimpleViT", "ViT", "SimpleViT"]
     assert runs["accuracy"].between(0, 1).all() and (runs["wall_s"] > 0).all()
     assert runs.attrs["test_size"] == len(data.test) and len(runs.attrs["histories"]) == 4
     with pytest.raises(ValueError, match="at least one seed"):
-        lightweight.train_seeds(recipe, {"ViT": ("vit", {})}, [], data=data)
+        vtrain.train_seeds(recipe, {"ViT": ("vit", {})}, [], data=data)

@@ -1,4 +1,4 @@
-"""Chapter 5's study (vitlib.studies.navit): the mixed-resolution workload, packing, and NaViT's
+"""Chapter 5's study (vitlib.book.studies.navit): the mixed-resolution workload, packing, and NaViT's
 training steps timed against a padded ViT and across token-dropout probabilities."""
 import inspect
 from pathlib import Path
@@ -8,9 +8,10 @@ import pytest
 import torch
 
 import vitlib.bench
-import vitlib.widgets
+import vitlib.book.widgets
 from vitlib.models import NaViT
-from vitlib.studies import navit as study
+from vitlib.book.studies import navit as study
+from vitlib.book.studies import navit_training as training
 from vitlib.train import RECIPES
 
 pytestmark = [pytest.mark.usefixtures("one_thread"),
@@ -40,7 +41,7 @@ def test_packing_padding_reports_both_packers():
 
 def test_throughput_table_and_sweep_plumbing():
     imgs, labels = study.navit_workload(4, sizes=[8, 16, (16, 24)], num_classes=3)
-    tab = study.throughput_table(imgs, labels, config=TINY, resize_to=(16, 16), **FAST)
+    tab = training.throughput_table(imgs, labels, config=TINY, resize_to=(16, 16), **FAST)
     assert list(tab.index) == ["NaViT, packed", "ViT, padded", "ViT, resized", "vit-pytorch NaViT, packed"]
     assert tab.attrs["baseline"] == "ViT, padded" and tab.attrs["vit_pytorch_skipped"] is None
     assert tab.loc["ViT, padded", "tokens"] == 4 * (2 * 3 + 1) and tab.loc["ViT, resized", "tokens"] == 4 * (4 + 1)
@@ -50,7 +51,7 @@ def test_throughput_table_and_sweep_plumbing():
     ratio = vitlib.bench.speedup(tab, "NaViT, packed")  # a Measured from the per-call times
     assert ratio.n >= vitlib.bench.MIN_CALLS and ratio.low <= ratio.value <= ratio.high
     assert ratio.value == pytest.approx(tab.loc["NaViT, packed", "speedup"])
-    df = study.token_dropout_sweep([0.0, 0.5], imgs, labels, config=TINY, **FAST)
+    df = training.token_dropout_sweep([0.0, 0.5], imgs, labels, config=TINY, **FAST)
     assert list(df["token_dropout_prob"]) == [0.0, 0.5] and df["speedup"].iloc[0] == 1.0
     assert set(df.attrs["times"]) == {0.0, 0.5} and all(len(t) >= 5 for t in df.attrs["times"].values())
     counts = study.navit_token_counts(imgs, 8)
@@ -58,7 +59,7 @@ def test_throughput_table_and_sweep_plumbing():
     assert study.navit_token_counts(imgs, 8, token_dropout_prob=0.5) == [max(1, -(-n // 2)) for n in counts]
     assert (df["median_ms"] > 0).all() and (df["runs"] >= 1).all()
     # the static chart: one slider step per rate, each the kept tokens and the time as shares of rate 0
-    from vitlib.widgets import dropout_chart
+    from vitlib.book.widgets import dropout_chart
 
     chart = dropout_chart(df)
     assert chart.values == {None: ["0", "0.5"]}
@@ -135,7 +136,7 @@ def test_train_dropout_seeds_interleaves_runs_and_packs_as_the_recipe(monkeypatc
 
     monkeypatch.setattr(NaViT, "forward", spy)
     data = toy_split()
-    runs = study.train_dropout_seeds(recipe, [0.0, 0.5], [0, 1], data=data)
+    runs = training.train_dropout_seeds(recipe, [0.0, 0.5], [0, 1], data=data)
     assert list(runs["token_dropout_prob"]) == [0.0, 0.5, 0.5, 0.0]  # seed by seed, the order rotated
     assert list(runs["seed"]) == [0, 0, 1, 1] and list(runs["order"]) == [0, 1, 0, 1]
     assert list(runs["condition"]) == ["rate 0", "rate 0.5", "rate 0.5", "rate 0"]
@@ -144,9 +145,9 @@ def test_train_dropout_seeds_interleaves_runs_and_packs_as_the_recipe(monkeypatc
     assert calls and all(kwargs == study.NAVIT_FORWARD for kwargs, _ in calls)  # packed as NaViT trains
     assert {p for _, p in calls} == {None, 0.5}
     with pytest.raises(ValueError, match=r"token_dropout_prob must be one or more probabilities"):
-        study.train_dropout_seeds(recipe, [1.0], [0], data=data)
+        training.train_dropout_seeds(recipe, [1.0], [0], data=data)
     with pytest.raises(ValueError, match="at least one seed"):
-        study.train_dropout_seeds(recipe, [0.0], [], data=data)
+        training.train_dropout_seeds(recipe, [0.0], [], data=data)
 
 
 def test_wall_speedup_pairs_runs_by_seed():
@@ -154,12 +155,13 @@ def test_wall_speedup_pairs_runs_by_seed():
 
     runs = pd.DataFrame({"condition": ["rate 0"] * 3 + ["rate 0.3"] * 3, "seed": [0, 1, 2] * 2,
                          "wall_s": [2.0, 4.0, 3.0, 1.0, 2.0, 3.0]})
-    m = study.wall_speedup(runs, "rate 0.3", "rate 0")
+    m = training.wall_speedup(runs, "rate 0.3", "rate 0")
     assert (m.value, m.low, m.high, m.n) == (2.0, 1.0, 2.0, 3)  # per-seed ratios 2, 2, 1
     with pytest.raises(ValueError, match="no condition 'rate 0.5'"):
-        study.wall_speedup(runs, "rate 0.5", "rate 0")
+        training.wall_speedup(runs, "rate 0.5", "rate 0")
 
 
+@pytest.mark.slow
 def test_token_counts_and_expected_tokens_follow_navits_rounding():
     imgs = [torch.randn(3, 16, 16), torch.randn(3, 8, 8), torch.randn(3, 24, 16)]  # 4, 1, 6 tokens (patch 8)
     assert study.expected_tokens(imgs, 8, 0.3) == pytest.approx(4 * 0.7 + 1 + 6 * 0.7)
@@ -180,15 +182,15 @@ def test_token_counts_and_expected_tokens_follow_navits_rounding():
 def test_comparison_rejects_what_it_derives_and_labels_that_do_not_fit():
     imgs, labels = study.navit_workload(3, sizes=[8, 16], num_classes=3)
     with pytest.raises(ValueError, match=r"config must not set image_size \(it comes from the images"):
-        study.navit_train_comparison(imgs, labels, config={**TINY, "image_size": 16}, **FAST)
+        training.navit_train_comparison(imgs, labels, config={**TINY, "image_size": 16}, **FAST)
     with pytest.raises(ValueError, match="config must not set token_dropout_prob"):
-        study.navit_train_comparison(imgs, labels, config={**TINY, "token_dropout_prob": 0.5}, **FAST)
+        training.navit_train_comparison(imgs, labels, config={**TINY, "token_dropout_prob": 0.5}, **FAST)
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\) for num_classes=2; received labels from 0 to"):
-        study.navit_train_comparison(imgs, torch.tensor([0, 1, 2]), config={**TINY, "num_classes": 2}, **FAST)
+        training.navit_train_comparison(imgs, torch.tensor([0, 1, 2]), config={**TINY, "num_classes": 2}, **FAST)
     with pytest.raises(ValueError, match="one label per image"):
-        study.navit_train_comparison(imgs, labels[:2], config=TINY, **FAST)
+        training.navit_train_comparison(imgs, labels[:2], config=TINY, **FAST)
     with pytest.raises(ValueError, match=r"token_dropout_prob must be one or more probabilities in \[0, 1\)"):
-        study.token_dropout_sweep([0.0, 1.0], imgs, labels, config=TINY, **FAST)
+        training.token_dropout_sweep([0.0, 1.0], imgs, labels, config=TINY, **FAST)
 
 
 def test_comparison_honours_num_classes_and_packs_as_in_training(monkeypatch):
@@ -203,7 +205,7 @@ def test_comparison_honours_num_classes_and_packs_as_in_training(monkeypatch):
         return out
 
     monkeypatch.setattr(NaViT, "forward", spy)
-    res = study.navit_train_comparison(imgs, labels, config={**TINY, "num_classes": 5}, padded_vit=False, **FAST)
+    res = training.navit_train_comparison(imgs, labels, config={**TINY, "num_classes": 5}, padded_vit=False, **FAST)
     assert res["config"]["num_classes"] == 5
     assert calls and all(kwargs == study.NAVIT_FORWARD and classes == 5 for kwargs, classes in calls)
     assert study.NAVIT_FORWARD == RECIPES["quick"]["navit"]["fit"]["forward_kwargs"]
@@ -216,7 +218,7 @@ def test_one_name_for_token_dropout():
     import vitlib.models.packing
 
     other_names = {"token_dropout", "rate", "rates", "drop_rate", "dropout_rate"}
-    for module in (vitlib.models.packing, vitlib.models.na_vit, vitlib.bench, study, vitlib.widgets):
+    for module in (vitlib.models.packing, vitlib.models.na_vit, vitlib.bench, study, training, vitlib.book.widgets):
         for name in module.__all__:
             obj = getattr(module, name)
             members = [obj] if not isinstance(obj, type) else [
@@ -236,7 +238,7 @@ def test_chapter_5_trains_navit_with_the_recipes_packing_and_draws_the_packing_d
     path = Path(__file__).resolve().parents[1] / "book" / "05_navit.ipynb"
     cells = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     training = [src for src in cells if "train_dropout_seeds(" in src]
-    assert training, "chapter 5 no longer trains NaViT with study.train_dropout_seeds"
+    assert training, "chapter 5 no longer trains NaViT with training.train_dropout_seeds"
     for src in training:
         assert 'RECIPES[book.mode]["navit"]' in src
     assert RECIPES["quick"]["navit"]["fit"]["forward_kwargs"] == study.NAVIT_FORWARD

@@ -73,6 +73,7 @@ def test_key_paths():
     assert key_paths({"a": {"b": {"c": 1}}}, depth=2) == {"a", "a.b"}
 
 
+@pytest.mark.slow
 def test_anatomy_suite_from_the_command_line(tmp_path):
     out = tmp_path / "sub" / "anatomy.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
@@ -88,6 +89,7 @@ def test_anatomy_suite_from_the_command_line(tmp_path):
     assert "SimpleViT" in run.stdout and f"wrote {out}" in run.stdout
 
 
+@pytest.mark.slow
 def test_navit_suite(tmp_path, capsys, restore_threads):
     out = tmp_path / "navit.json"
     assert bench.main(["navit", "--json", str(out), *TINY]) == 0

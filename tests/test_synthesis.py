@@ -9,10 +9,11 @@ import torch
 from torch import nn
 
 from vitlib import ViT
-from vitlib.claims import CLAIMS, VERDICTS, Measured
-from vitlib.results import load_all, record
-from vitlib.studies import synthesis
-from vitlib.widgets import synthesis as dash
+from vitlib.book.claims import CLAIMS, VERDICTS, Measured
+from vitlib.book import results
+from vitlib.book.results import load_all, record
+from vitlib.book.studies import choices, synthesis
+from vitlib.book.widgets import synthesis as dash
 
 TINY = dict(dim=16, depth=1, heads=2, dim_head=8, mlp_dim=32)
 FAST = dict(rounds=1, min_run_time=0.02)
@@ -23,9 +24,9 @@ FAST = dict(rounds=1, min_run_time=0.02)
 
 
 def test_every_claim_has_its_chapter():
-    assert list(synthesis.CLAIM_CHAPTERS) == list(CLAIMS)
-    assert synthesis.CLAIM_CHAPTERS["C12"] == "08_deployment"
-    assert synthesis.CLAIM_CHAPTERS["C15"] == "10_putting_it_together"
+    assert list(results.CLAIM_CHAPTERS) == list(CLAIMS)
+    assert results.CLAIM_CHAPTERS["C12"] == "08_deployment"
+    assert results.CLAIM_CHAPTERS["C15"] == "10_putting_it_together"
 
 
 def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
@@ -39,7 +40,7 @@ def test_claims_table_gathers_recorded_claims_and_names_the_missing(tmp_path):
            claims=[{"id": "C13", "measured": "borrowed", "verdict": "holds"},
                    {"id": "C9", "measured": "not the own chapter", "verdict": "holds"}])
     live = {"id": "C15", "measured": "SimpleViT with int8: 1.2x", "verdict": "inconclusive on this machine"}
-    table = synthesis.claims_table(load_all(tmp_path), extra_rows=[live], recorded={})
+    table = results.claims_table(load_all(tmp_path), extra_rows=[live], recorded={})
     assert list(table["id"]) == [f"C{i}" for i in range(1, 16)]
     assert list(table.columns) == ["id", "claim", "chapter", "measured", "verdict", "device", "mode", "date",
                                    "commit", "source"]
@@ -70,7 +71,7 @@ def test_a_fresh_runtime_shows_the_record_and_marks_what_it_measured_itself(tmp_
                    {"id": "C5", "measured": "recorded C5", "verdict": "does not hold: x"}])
     record("03_levit", mode="quick", device="cpu", directory=here,
            claims=[{"id": "C5", "measured": "measured here", "verdict": "holds"}])
-    table = synthesis.claims_table(load_all(here), recorded=load_all(shipped)).set_index("id")
+    table = results.claims_table(load_all(here), recorded=load_all(shipped)).set_index("id")
     assert table.loc["C5", "measured"] == "measured here" and table.loc["C5", "source"] == "this runtime"
     assert table.loc["C4", "measured"] == "recorded C4" and table.loc["C4", "source"] == "recorded"
     assert table.loc["C4", "mode"] == "full" and pd.isna(table.loc["C1", "source"])
@@ -80,10 +81,10 @@ def test_a_fresh_runtime_shows_the_record_and_marks_what_it_measured_itself(tmp_
 
 def test_claims_table_refuses_an_extra_row_without_an_id_or_verdict():
     with pytest.raises(ValueError, match="C1"):
-        synthesis.claims_table({}, recorded={}, extra_rows=[{"id": "C99", "measured": "", "verdict": "holds"}])
+        results.claims_table({}, recorded={}, extra_rows=[{"id": "C99", "measured": "", "verdict": "holds"}])
     with pytest.raises(ValueError, match="verdict"):
-        synthesis.claims_table({}, recorded={}, extra_rows=[{"id": "C15", "measured": "1x"}])
-    assert (synthesis.claims_table({}, recorded={})["verdict"] == "not measured yet").all()
+        results.claims_table({}, recorded={}, extra_rows=[{"id": "C15", "measured": "1x"}])
+    assert (results.claims_table({}, recorded={})["verdict"] == "not measured yet").all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -93,10 +94,10 @@ def test_claims_table_refuses_an_extra_row_without_an_id_or_verdict():
 def test_pareto_front_minimises_x_and_maximises_y():
     df = pd.DataFrame({"ms": [1.0, 2.0, 3.0, 2.0, None, 0.5],
                        "acc": [0.5, 0.9, 0.8, 0.9, 1.0, 0.2]}, index=list("abcdef"))
-    front = synthesis.pareto_front(df, "ms", "acc")
+    front = choices.pareto_front(df, "ms", "acc")
     assert front.to_dict() == {"a": True, "b": True, "c": False, "d": True, "e": False, "f": True}
     with pytest.raises(ValueError, match="no column 'latency'"):
-        synthesis.pareto_front(df, "latency", "acc")
+        choices.pareto_front(df, "latency", "acc")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,9 +145,9 @@ def test_latency_table_times_eager_and_int8_with_accuracy(budget):
     assert isinstance(int8["speedup"], Measured) and isinstance(int8["vs_baseline"], Measured)
     assert 0 <= int8["accuracy"] <= 1 and int8["params"] == rows.loc[("NaViT", "eager"), "params"]
     assert table.attrs["test_size"] == 360 and table.attrs["baseline"] == "ViT"
-    guide = synthesis.decision_guide(table).set_index("goal")
+    guide = choices.decision_guide(table).set_index("goal")
     assert "ms per training step (interleaved)" in guide.loc["fastest to train", "measured"]
-    result = synthesis.overall(table)  # the training part from the interleaved steps
+    result = choices.overall(table)  # the training part from the interleaved steps
     assert "interleaved training steps" in result.verdict
 
 
@@ -211,7 +212,7 @@ def _made(fast_speedup, fast_epochs, fast_accuracy=0.9, fails=False):
 
 
 def test_c15_holds_when_a_combination_is_both_faster_to_train_and_to_infer():
-    result = synthesis.overall(_made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5))
+    result = choices.overall(_made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5))
     assert result.verdict.startswith("holds\n") and result.model == "Fast"
     assert result.training_time.value == pytest.approx(0.5) and result.training_time.unit == "x"
     row = result.row()
@@ -220,27 +221,27 @@ def test_c15_holds_when_a_combination_is_both_faster_to_train_and_to_infer():
 
 
 def test_c15_does_not_hold_when_neither_part_is_met():
-    result = synthesis.overall(_made(Measured(1.5, 1.4, 1.6, 5), [10.0] * 5, fails=True))
+    result = choices.overall(_made(Measured(1.5, 1.4, 1.6, 5), [10.0] * 5, fails=True))
     assert result.verdict.startswith("does not hold")
     assert set(result.candidates["optimisation"]) == {"eager"}  # the failing path is no candidate
 
 
 def test_c15_is_inconclusive_when_a_spread_straddles_the_threshold():
-    result = synthesis.overall(_made(Measured(3.0, 2.0, 4.0, 5), [5.0] * 5, fails=True))
+    result = choices.overall(_made(Measured(3.0, 2.0, 4.0, 5), [5.0] * 5, fails=True))
     assert result.verdict.startswith("inconclusive on this machine")
     assert "training time -40%: holds" in result.verdict
 
 
 def test_c15_ignores_a_combination_clearly_less_accurate():
-    result = synthesis.overall(_made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5, fast_accuracy=0.5))
+    result = choices.overall(_made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5, fast_accuracy=0.5))
     assert result.model == "ViT" and result.verdict.startswith("does not hold")
     with pytest.raises(ValueError, match="baseline 'DeiT'"):
-        synthesis.overall(_made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5), baseline="DeiT")
+        choices.overall(_made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5), baseline="DeiT")
 
 
 def test_decision_guide_takes_every_figure_from_the_table():
     table = _made(Measured(4.0, 3.5, 4.5, 5), [5.0] * 5, fails=True)
-    guide = synthesis.decision_guide(table).set_index("goal")
+    guide = choices.decision_guide(table).set_index("goal")
     assert guide.loc["fastest inference of all", "choice"] == "Fast"
     assert "1.00 ms per batch of 16, 4.00x ViT's eager" in guide.loc["fastest inference of all", "measured"]
     assert guide.loc["fewest parameters", "measured"].startswith("500 parameters; 90.0% test accuracy")
@@ -248,7 +249,7 @@ def test_decision_guide_takes_every_figure_from_the_table():
     assert guide.loc["paths that fail", "choice"] == "Fast with int8"
     close = _made(Measured(1.1, 0.9, 1.3, 5), [5.0] * 5, fails=True)
     close.loc[1, "ms_high"] = 4.0  # Fast's range now reaches into ViT's (3.9 to 4.1 ms)
-    tied = synthesis.decision_guide(close).set_index("goal").loc["fastest inference of all", "choice"]
+    tied = choices.decision_guide(close).set_index("goal").loc["fastest inference of all", "choice"]
     assert tied.startswith("Fast (not told apart from ViT") and "ranges overlap" in tied
 
 

@@ -41,6 +41,7 @@ def test_random_shift_moves_pixels_by_at_most_the_shift():
     assert torch.equal(RandomShift(0)(x, torch.Generator()), x)
 
 
+@pytest.mark.slow
 def test_fit_learns_and_records_history(data):
     model = small_vit(dropout=0.0, emb_dropout=0.0)
     before = evaluate(model, data.test)["accuracy"]
@@ -53,6 +54,7 @@ def test_fit_learns_and_records_history(data):
     assert list(history.frame().columns)[:2] == ["epoch", "train_loss"]
 
 
+@pytest.mark.slow
 def test_resume_equals_continue(tmp_path, data):
     """Stop a run after epoch 2 (a crash), resume from its checkpoint: same losses as uninterrupted."""
     kwargs = dict(epochs=4, batch_size=128, lr=2e-3, augment=RandomShift(1), progress=False, seed=3)
@@ -79,6 +81,7 @@ def test_resume_equals_continue(tmp_path, data):
         assert torch.equal(a, b), k
 
 
+@pytest.mark.slow
 def test_resume_with_other_epoch_count_is_refused(tmp_path, data):
     ckpt = tmp_path / "c.safetensors"
     fit(small_vit(), data.train, epochs=1, checkpoint=ckpt, progress=False)
@@ -154,6 +157,7 @@ def test_fit_rejects_bad_arguments(data):
         fit(small_vit(), TensorImageDataset(torch.zeros(0, 1, 8, 8), torch.zeros(0)), epochs=1)
 
 
+@pytest.mark.slow
 def test_cli_trains_and_checkpoints(tmp_path, capsys):
     ckpt, hist = tmp_path / "cli.safetensors", tmp_path / "h.json"
     assert vtrain.main(["--model", "vit", "--dataset", "digits", "--image-size", "8", "--patch-size", "4",
@@ -164,6 +168,7 @@ def test_cli_trains_and_checkpoints(tmp_path, capsys):
     assert isinstance(load_model(ckpt), ViT)
 
 
+@pytest.mark.slow
 def test_cli_trains_other_families_from_their_recipes(tmp_path, capsys):
     ckpt = tmp_path / "levit.safetensors"
     assert vtrain.main(["--model", "levit", "--epochs", "1", "--checkpoint", str(ckpt)]) == 0
@@ -191,6 +196,7 @@ class Scaled(torch.nn.Module):
         return self.inner(x) * scale
 
 
+@pytest.mark.slow
 def test_forward_kwargs_reach_training_and_evaluation(data):
     model = Scaled()
     fit(model, data.train, data.test, epochs=1, batch_size=256, forward_kwargs={"scale": 0.5}, progress=False)
@@ -256,6 +262,7 @@ class Distillation(torch.nn.Module):
         return loss, cls
 
 
+@pytest.mark.slow
 def test_a_loss_with_its_own_teacher_trains_only_the_student(data):
     teacher = small_vit(seed=1)
     frozen = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -367,6 +374,7 @@ def test_a_corrupt_or_truncated_checkpoint_is_named(tmp_path, data):
 # ----- NaViT as a recipe -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_navit_recipe_packs_each_batch_into_sequences_of_bounded_length(monkeypatch):
     """fit and evaluate used to run a NaViT batch as ONE packed sequence (attention over every token
     of 64 images); the recipe's forward keywords pack it into sequences no longer than its longest image."""
@@ -468,6 +476,7 @@ def test_cli_errors_during_training_are_one_line(capsys):
     assert exit_.value.code == 2 and "error: label_smoothing must be in [0, 1); received 1.5" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_trains_navit_and_resumes_it(tmp_path, capsys):
     ckpt = tmp_path / "navit.safetensors"
     args = ["--model", "navit", "--dim", "32", "--depth", "1", "--epochs", "2", "--checkpoint", str(ckpt)]

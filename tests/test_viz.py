@@ -1,4 +1,4 @@
-"""Charts that move without a kernel (vitlib.viz): the HTML carries every setting's data and the
+"""Charts that move without a kernel (vitlib.book.viz): the HTML carries every setting's data and the
 controls that switch between them; the browser test (tests/test_browser.py) moves them."""
 import json
 import re
@@ -7,9 +7,9 @@ import plotly.graph_objects as go
 import pytest
 
 from vitlib import SimpleViT, ViT
-from vitlib.offline import PLOTLY_JS
-from vitlib.viz import static_chart
-from vitlib.widgets import COMPONENT_COLOURS, flops_split_chart, meta_breakdown
+from vitlib.book.offline import PLOTLY_JS
+from vitlib.book.viz import static_chart
+from vitlib.book.widgets import COMPONENT_COLOURS, flops_split_chart, meta_breakdown
 
 
 def _spec(html: str) -> dict:
@@ -109,7 +109,7 @@ def test_flops_split_chart_counts_each_setting():
 def test_table_has_headers_with_units_and_right_aligned_numbers():
     import pandas as pd
 
-    from vitlib.viz import table
+    from vitlib.book.viz import table
 
     df = pd.DataFrame({"model": ["ViT", "SimpleViT"], "median_ms": [1.2345, 2.5], "params": [1234567, 89]})
     html = table(df, {"model": ("model", ""), "median_ms": ("median (ms)", "{:.2f}"),

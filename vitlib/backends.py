@@ -50,9 +50,12 @@ automatic mixed precision uses: bfloat16 only where the GPU computes it natively
 capability 8.0 and later: A100, H100, RTX 30xx and newer), float16 with a gradient scaler elsewhere.
 ``torch.cuda.is_bf16_supported()`` is True on a T4 (7.5) too, through emulation: bfloat16 there runs
 at a small fraction of float16's tensor-core speed, and cuDNN has no bfloat16 convolutions.
+:func:`autocast` enters mixed precision to a given type (or none), and :func:`synchronise` waits for
+a GPU's queued work: the one place for each, which timing and training share.
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 import warnings
@@ -62,9 +65,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from . import compat
+
 __all__ = ["ATTENTION_BACKENDS", "SDPA_KERNELS", "attention_backend", "current_attention_backend",
            "available_attention_backends", "sdpa", "ONEDNN_MIN_MACS", "onednn_linear", "linear",
-           "BF16_MIN_CAPABILITY", "half_precision"]
+           "BF16_MIN_CAPABILITY", "half_precision", "autocast", "synchronise"]
 
 _KERNEL_NAMES = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "math": "MATH",
                  "cudnn": "CUDNN_ATTENTION"}
@@ -167,7 +172,7 @@ def available_attention_backends(device: torch.device | str = "cpu", dtype: torc
     """The backends that run self-attention (no mask, no dropout, heads of ``dim_head``) on
     ``device`` in ``dtype``, found by trying each on a small input. ``"plain"`` and ``"sdpa"``
     always run; a kernel may still refuse other inputs (a mask, another head size)."""
-    q = torch.randn(1, 2, 16, dim_head, device=device, dtype=dtype)
+    q = torch.randn(1, 2, 16, dim_head, generator=torch.Generator().manual_seed(0)).to(device, dtype)  # own RNG
     found = ["plain", "sdpa"]
     for name, kernel in SDPA_KERNELS.items():
         try:
@@ -191,7 +196,6 @@ _ONEDNN_ENV = os.environ.get("VITLIB_ONEDNN", "1").strip().lower() not in ("0", 
 #: Below this many multiply-adds a product stays with nn.Linear: oneDNN's call has a fixed cost of
 #: about 20 us, which outweighs its speed below about half a million (measured on one core).
 ONEDNN_MIN_MACS = 2**20
-_onednn_works: bool | None = None  # found on first use
 
 
 class onednn_linear:
@@ -210,25 +214,7 @@ class onednn_linear:
         _ONEDNN.reset(self._tokens.pop())
 
 
-def _probe_onednn() -> bool:
-    """Whether ``mkldnn::_linear_pointwise`` exists here and agrees with ``F.linear``."""
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-        x, w, b = torch.randn(3, 5, 8), torch.randn(6, 8), torch.randn(6)
-        with torch.no_grad():
-            ok = torch.allclose(op(x, w, b, "none", [], ""), F.linear(x, w, b), atol=1e-5, rtol=1e-4)
-            ok = ok and torch.allclose(op(x, w, b, "gelu", [], "none"), F.gelu(F.linear(x, w, b)), atol=1e-5,
-                                       rtol=1e-4)
-            r = torch.randn(3, 5, 6)
-            ok = ok and torch.allclose(op.binary(x, r, w, b, "add"), r + F.linear(x, w, b), atol=1e-5,
-                                       rtol=1e-4)
-        return bool(ok)
-    except (AttributeError, RuntimeError, TypeError):
-        return False
-
-
 def _use_onednn(x: torch.Tensor, layer: nn.Module) -> bool:
-    global _onednn_works
     if torch.compiler.is_compiling() or torch.jit.is_scripting() or torch.jit.is_tracing():
         return False  # compilers, export and tracing see nn.Linear as it is
     if not (_ONEDNN_ENV and _ONEDNN.get()) or type(layer) is not nn.Linear or type(x) is not torch.Tensor:
@@ -239,20 +225,9 @@ def _use_onednn(x: torch.Tensor, layer: nn.Module) -> bool:
         return False
     if torch.is_grad_enabled() and (x.requires_grad or w.requires_grad or b is not None and b.requires_grad):
         return False
-    if (torch.is_autocast_enabled("cpu") or layer._forward_hooks or layer._forward_pre_hooks
-            or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
-            or torch._C._is_torch_function_mode_enabled() or _dispatch_mode_active()):
+    if torch.is_autocast_enabled("cpu") or compat.forward_hooks_active(layer) or compat.operators_watched(x):
         return False
-    if _onednn_works is None:
-        _onednn_works = _probe_onednn()
-    return _onednn_works
-
-
-def _dispatch_mode_active() -> bool:
-    """Whether a Python dispatch mode (FLOP counter, fake tensors) watches the operators."""
-    from torch.utils._python_dispatch import _get_current_dispatch_mode
-
-    return _get_current_dispatch_mode() is not None
+    return compat.onednn_linear_works()
 
 
 def linear(x: torch.Tensor, layer: nn.Module, act: str | None = None,
@@ -264,7 +239,7 @@ def linear(x: torch.Tensor, layer: nn.Module, act: str | None = None,
         raise ValueError(f"act must be None or 'gelu', and not combine with a residual; received act={act!r}")
     if _use_onednn(x, layer) and (residual is None or residual.shape == x.shape[:-1] + (layer.out_features,)
                                   and residual.dtype == x.dtype and type(residual) is torch.Tensor):
-        op = torch.ops.mkldnn._linear_pointwise
+        op = compat.onednn_linear_op()
         if residual is not None:
             return op.binary(x, residual, layer.weight, layer.bias, "add")
         return op(x, layer.weight, layer.bias, "gelu", [], "none") if act else op(x, layer.weight, layer.bias,
@@ -291,3 +266,18 @@ def half_precision(device: torch.device | str) -> torch.dtype:
         return torch.bfloat16
     capability = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if tuple(capability) >= BF16_MIN_CAPABILITY else torch.float16
+
+
+def autocast(device: torch.device | str, dtype: torch.dtype | None):
+    """``torch.autocast`` to ``dtype`` on ``device``'s type, or no context when ``dtype`` is None
+    (float32 throughout). The type to ask for on a GPU: :func:`half_precision`."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+def synchronise(device: torch.device | str | None) -> None:
+    """Wait until the work queued on ``device`` has run, when it is a GPU (a CPU's work has run when
+    the call returns; None: nothing to wait for): before a clock is read or memory is counted."""
+    if device is not None and torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

@@ -487,9 +487,11 @@ def make_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, device: tor
                 generator: torch.Generator | None = None, num_workers: int | None = None,
                 batch_sampler=None) -> DataLoader:
     """A DataLoader with workers and pinned memory chosen for ``device``; ``batch_sampler`` (lists
-    of indices, e.g. one process's slices of global batches) replaces ``batch_size`` and ``shuffle``."""
+    of indices, e.g. one process's slices of global batches) replaces ``batch_size`` and ``shuffle``.
+    Unshuffled, it seeds its workers from a generator of its own, never from torch's global one."""
     device = torch.device(device)
     workers = default_workers(device) if num_workers is None else num_workers
+    generator = torch.Generator() if generator is None and (batch_sampler is not None or not shuffle) else generator
     common = dict(generator=generator, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=False)
     if batch_sampler is not None:
         return DataLoader(dataset, batch_sampler=batch_sampler, **common)

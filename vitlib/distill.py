@@ -38,8 +38,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compat import apply_conversion
 from .models import DistillableViT
-from .train.loop import CrossEntropy, Inputs
+from .models.base import has_distill_head
+from .train.loop import CrossEntropy, Inputs, unwrap
 
 __all__ = ["DistillableViT", "DistillWrapper", "DistillationLoss", "distillation_loss", "image_keys", "UNLABELLED",
            "load_teacher", "train_student", "agreement"]
@@ -95,9 +97,12 @@ class DistillationLoss(CrossEntropy):
     """``loss_fn(model, (x, y)) -> (loss, class logits)`` for :func:`vitlib.train.fit`, against a
     frozen ``teacher`` (see the module docstring for the formula).
 
-    The model may return ``(logits, distill_logits)`` (:class:`DistillableViT`, a LeViT with a
-    distillation head) or one tensor, which then learns from both the labels and the teacher.
-    ``label_smoothing`` applies to the labels' term only; ``forward_kwargs`` go to the student.
+    A student with a distillation head (:class:`DistillableViT`, a LeViT built with
+    ``num_distill_classes``) is asked for both heads, ``model(x, head="both")`` (unless
+    ``forward_kwargs`` name a ``head``), and its class head learns the labels, its distillation
+    head the teacher; a model that returns one tensor learns from both with it (a model returning a
+    pair ``(logits, distill_logits)`` unasked is taken as such). ``label_smoothing`` applies to the
+    labels' term only; ``forward_kwargs`` go to the student.
     The teacher is not a submodule (it is in no ``parameters()`` or ``state_dict()``), is frozen,
     and stays in eval mode; ``.to()`` moves it. ``teacher_forwards`` counts its forward passes.
     """
@@ -128,9 +133,9 @@ class DistillationLoss(CrossEntropy):
         self.teacher.eval()
         return self
 
-    def _apply(self, fn, *args, **kwargs):
+    def _apply(self, fn, *args, **kwargs):  # .to(), .cuda(), .double(): the teacher too (see vitlib.compat)
         super()._apply(fn, *args, **kwargs)
-        self.teacher._apply(fn, *args, **kwargs)
+        apply_conversion(self.teacher, fn, *args, **kwargs)
         return self
 
     # ----- the teacher's logits --------------------------------------------------------------
@@ -192,10 +197,20 @@ class DistillationLoss(CrossEntropy):
 
     # ----- the loss ----------------------------------------------------------------------------
 
+    def logits(self, model: nn.Module, x: Inputs, forward_kwargs: dict | None = None):
+        """The student's forward pass: both heads of a student with a distillation head, else its logits.
+        ``forward_kwargs`` (this call's) go over the loss's own."""
+        kwargs = {**self.forward_kwargs, **(forward_kwargs or {})}
+        if "head" not in kwargs and has_distill_head(unwrap(model)):
+            kwargs = {**kwargs, "head": "both"}
+        return model(x, **kwargs)
+
     def forward(self, model: nn.Module, batch: tuple[Inputs, torch.Tensor], *, temperature: float | None = None,
-                alpha: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                alpha: float | None = None, forward_kwargs: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, class logits)``; ``temperature``, ``alpha`` and ``forward_kwargs`` (the student's
+        keywords, over the loss's own) apply to this call only: the loss itself never changes."""
         x, y = batch
-        out = self.logits(model, x)
+        out = self.logits(model, x, forward_kwargs)
         if isinstance(out, (tuple, list)):
             if len(out) != 2:
                 raise ValueError(f"a student returns logits or (logits, distill_logits); received {len(out)} outputs")
@@ -263,9 +278,9 @@ class DistillWrapper(nn.Module):
 
     def forward(self, img: torch.Tensor, labels: torch.Tensor, temperature: float | None = None,
                 alpha: float | None = None, **kwargs) -> torch.Tensor:
-        """The distillation loss of the student on ``img``; ``kwargs`` go to the student."""
-        self.loss.forward_kwargs = kwargs
-        loss, _ = self.loss(self.student, (img, labels), temperature=temperature, alpha=alpha)
+        """The distillation loss of the student on ``img``; ``kwargs`` go to the student, in this call
+        only (like ``temperature`` and ``alpha``, they change nothing in the wrapper or its loss)."""
+        loss, _ = self.loss(self.student, (img, labels), temperature=temperature, alpha=alpha, forward_kwargs=kwargs)
         return loss
 
 
@@ -309,22 +324,25 @@ def load_teacher(path: str | Path, data=None, device: torch.device | str = "cpu"
 
 def train_student(recipe: dict, teacher: nn.Module, *, temperature: float | None = None, alpha: float | None = None,
                   hard: bool | None = None, data=None, seed: int = 0, device: torch.device | str = "cpu",
-                  **train_kwargs):
+                  mode: str | None = None, **train_kwargs):
     """Train ``recipe``'s model against ``teacher`` and return ``(model, history, data, loss)``.
 
     ``temperature``, ``alpha`` and ``hard`` default to the recipe's ``distill`` section (else the
-    ``distillable_vit`` recipe's). A LeViT gets a distillation head; a model with one head learns
+    ``distillable_vit`` recipe's of ``mode``, ``"quick"`` or ``"full"``; None:
+    :func:`vitlib.train.recipes.default_mode` of ``device``, i.e. ``$VITLIB_MODE`` when set, else
+    full on CUDA and quick elsewhere). A LeViT gets a distillation head; a model with one head learns
     from both targets with it. Without augmentation the teacher's logits are computed once for the
     whole training set; ``train_kwargs`` go to :func:`vitlib.train.train_recipe`.
     """
     from .data import TensorImageDataset
-    from .train.recipes import load_recipe_data, recipe_for, train_recipe
+    from .train.recipes import default_mode, load_recipe_data, recipe_for, train_recipe
 
     family = recipe["model"]["name"]
     if family == "navit":
         raise ValueError("NaViT trains on lists of images of different sizes, which a teacher cannot take as one "
                          "batch; distil into a model that takes image tensors")
-    settings = {**recipe_for("distillable_vit", "quick")["distill"], **recipe.get("distill", {})}
+    mode = default_mode(device) if mode is None else mode
+    settings = {**recipe_for("distillable_vit", mode)["distill"], **recipe.get("distill", {})}
     chosen = {"temperature": temperature, "alpha": alpha, "hard": hard}
     settings.update({k: v for k, v in chosen.items() if v is not None})
     data = load_recipe_data(recipe, seed=seed) if data is None else data

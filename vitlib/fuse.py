@@ -20,7 +20,7 @@ _BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 @torch.no_grad()
-def fold_batchnorm(layer: nn.Conv2d | nn.Linear, bn: nn.modules.batchnorm._BatchNorm) -> nn.Module:
+def fold_batchnorm(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm1d | nn.BatchNorm2d) -> nn.Module:
     """A new ``Conv2d`` / ``Linear`` equal to ``bn(layer(x))`` for a BatchNorm in eval mode.
 
     The folding is computed in float64 and cast back to the layer's dtype.
@@ -83,10 +83,8 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
     for seq in fused.modules():
         if not isinstance(seq, nn.Sequential):
             continue
-        names = list(seq._modules)
-        for first, second in zip(names, names[1:]):
-            layer, bn = seq._modules[first], seq._modules[second]
+        for i in range(len(seq) - 1):
+            layer, bn = seq[i], seq[i + 1]
             if _foldable(layer, bn):
-                seq._modules[first] = fold_batchnorm(layer, bn)
-                seq._modules[second] = nn.Identity()
+                seq[i], seq[i + 1] = fold_batchnorm(layer, bn), nn.Identity()
     return fused.eval()

@@ -22,6 +22,7 @@ from .backends import (
     onednn_linear,
     sdpa,
 )
+from .compat import forward_hooks_active
 
 __all__ = [
     "pair",
@@ -344,8 +345,7 @@ def _project(x: torch.Tensor, layer: nn.Module, dropout: nn.Dropout,
 
 def _hooked(module: nn.Module) -> bool:
     """Whether calling ``module`` runs hooks, which must see its own output (no residual added)."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or nn.modules.module._global_forward_hooks
-                or nn.modules.module._global_forward_pre_hooks)
+    return forward_hooks_active(module)
 
 
 class FeedForward(nn.Module):

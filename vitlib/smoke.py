@@ -19,7 +19,7 @@ run's planned images, steps and FLOPs (:func:`note_training`), each timing's pla
 FLOPs and seconds of one (:func:`note_timing`), the peak memory of each at its planned batch
 (profiled on the CPU at one and two images and extrapolated), and the code paths that only a GPU
 runs (:func:`skipped`). ``VITLIB_LEDGER`` names the folder where each chapter's notes go (one JSON
-line each); :mod:`vitlib.fullmode` turns them into the time and memory each chapter's full mode
+line each); :mod:`vitlib.book.fullmode` turns them into the time and memory each chapter's full mode
 needs on a T4 and on an A100.
 """
 from __future__ import annotations

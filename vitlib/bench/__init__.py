@@ -6,9 +6,11 @@
   entries, per-part tables (:func:`part_table`);
 * :mod:`~vitlib.bench.comparison`: several candidates timed interleaved into one table
   (:func:`compare`, :func:`scaling_sweep`, :func:`block_time_split`);
+* :mod:`~vitlib.bench.measured`: :class:`Measured`, a value with its range (a ratio of timings, an
+  accuracy difference, a count);
 * :mod:`~vitlib.bench.provenance`: device, versions, date and commit of a measurement;
 * :mod:`~vitlib.bench.cli`: ``python -m vitlib.bench SUITE --json FILE`` and the registry of suites
-  (:func:`register_suite`), which the chapters' studies (:mod:`vitlib.studies`) fill.
+  (:func:`register_suite`), which the chapters' studies (:mod:`vitlib.book.studies`) fill.
 
 Measuring code asks the model what it is (``components()``, ``parts()``, ``example_input()``); it
 knows nothing about any one chapter.
@@ -26,7 +28,8 @@ from .counting import (
     parameters_by_component,
     sequence_length,
 )
-from .provenance import device_name, provenance
+from .measured import Measured
+from .provenance import cpu_features, device_name, provenance
 from .timing import (
     MIN_CALLS,
     Timing,
@@ -53,6 +56,7 @@ __all__ = [
     "part_table",
     "COMPONENTS",
     "MIN_CALLS",
+    "Measured",
     "Timing",
     "time_function",
     "time_interleaved",
@@ -71,6 +75,7 @@ __all__ = [
     "format_table",
     "provenance",
     "device_name",
+    "cpu_features",
     "SUITES",
     "register_suite",
     "load_suites",

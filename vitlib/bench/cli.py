@@ -1,7 +1,7 @@
 """The command line ``python -m vitlib.bench SUITE --json FILE`` and its registry of suites.
 
 A suite is a function ``suite(args) -> dict`` registered under a name with :func:`register_suite`;
-it prints what it measured and returns its figures. The studies (:mod:`vitlib.studies`, one module
+it prints what it measured and returns its figures. The studies (:mod:`vitlib.book.studies`, one module
 per chapter) register theirs; :func:`load_suites` imports them, which is the only place where the
 measuring package reaches into the studies. ``main`` runs one suite and writes its figures, with
 the run's provenance, to the JSON file.
@@ -26,7 +26,7 @@ Suite = Callable[[argparse.Namespace], dict]
 SUITES: dict[str, Suite] = {}
 
 #: The packages whose import registers suites.
-SUITE_PACKAGES = ("vitlib.studies",)
+SUITE_PACKAGES = ("vitlib.book.studies",)
 
 
 def register_suite(name: str) -> Callable[[Suite], Suite]:

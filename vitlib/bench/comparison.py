@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
-from ..claims import Measured
+from .measured import Measured
 from ..layers import Attention, FeedForward
 from .counting import count_flops, count_parameters, flops_by_component, sequence_length
 from .timing import (
@@ -93,8 +93,9 @@ def compare(
             "peak_mem_mb": float("nan") if mem is None else mem / 2**20,
         })
     df = pd.DataFrame(rows).set_index("model")
-    df["time_ratio"] = df["median_ms"] / df.loc[baseline, "median_ms"]
-    df["speedup"] = 1.0 / df["time_ratio"]
+    speedups = [Measured.ratio(times[baseline], times[name]).value for name in names]
+    df["time_ratio"] = [1.0 / s for s in speedups]
+    df["speedup"] = speedups
     df.attrs.update(mode=mode, baseline=baseline, rounds=rounds, threads=threads,
                     batch={n: inputs[n][0] for n in names}, device=str(inputs[names[0]][1]),
                     times={n: list(times[n]) for n in names})
@@ -104,7 +105,7 @@ def compare(
 def speedup(table, name: str, baseline: str | None = None) -> Measured:
     """The speed-up of candidate ``name`` over ``baseline`` (default: the table's baseline) in a
     :func:`compare` table, with its spread, from the per-call times of the same interleaved rounds
-    (:meth:`vitlib.claims.Measured.ratio`): what a verdict rests on."""
+    (:meth:`vitlib.bench.Measured.ratio`): what a verdict rests on."""
     times = table.attrs.get("times")
     if times is None:
         raise ValueError("speedup needs a table from bench.compare (it keeps the per-call times)")
@@ -135,7 +136,7 @@ def scaling_sweep(
     sees, :func:`~vitlib.bench.sequence_length`), ``params``, the FLOP components, ``gflops`` and
     ``median_ms``, ``iqr_ms`` (per batch of ``batch``) and ``calls`` (timed calls); ``attrs["times"]``
     holds each row's per-call times
-    (seconds), for ratios with their spread (:meth:`vitlib.claims.Measured.ratio`)."""
+    (seconds), for ratios with their spread (:meth:`vitlib.bench.Measured.ratio`)."""
     import pandas as pd
 
     device = torch.device(device)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..compat import cpu_flash_attention_ops
 from ..layers import record_attention
 from ..models.base import owner_of
 from .timing import default_threads, eval_mode, outputs, time_interleaved
@@ -77,13 +78,13 @@ def _sdpa_backward_flops(grad_shape, q_shape, k_shape, v_shape, *args, **kwargs)
 
 
 def _custom_flop_formulas() -> dict:
-    ops = torch.ops.aten
     table = {}
     # The CPU kernel behind F.scaled_dot_product_attention, which FlopCounterMode does not know.
-    if hasattr(ops, "_scaled_dot_product_flash_attention_for_cpu"):
-        table[ops._scaled_dot_product_flash_attention_for_cpu] = _sdpa_forward_flops
-    if hasattr(ops, "_scaled_dot_product_flash_attention_for_cpu_backward"):
-        table[ops._scaled_dot_product_flash_attention_for_cpu_backward] = _sdpa_backward_flops
+    forward, backward = cpu_flash_attention_ops()
+    if forward is not None:
+        table[forward] = _sdpa_forward_flops
+    if backward is not None:
+        table[backward] = _sdpa_backward_flops
     return table
 
 

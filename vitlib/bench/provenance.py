@@ -11,7 +11,37 @@ import torch
 
 from .timing import default_threads
 
-__all__ = ["provenance", "device_name"]
+__all__ = ["provenance", "device_name", "cpu_features"]
+
+
+#: cpuinfo flags of instructions that compute in bfloat16 and in float16 (x86 and Arm).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "avx_ne_convert", "bf16")
+FP16_FLAGS = ("avx512_fp16", "amx_fp16", "asimdhp")
+
+
+def cpu_features(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+    """What this CPU offers for reduced precision: torch's vector capability (``AVX2``,
+    ``AVX512``, ...), and whether the CPU reports instructions that compute in bfloat16
+    (:data:`BF16_FLAGS`) or float16 (:data:`FP16_FLAGS`). Flags read from ``cpuinfo`` (Linux, x86
+    or Arm); where there is none (macOS, Windows) they are None: unknown, not absent."""
+    path = Path(cpuinfo)
+    flags = None
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            if line.split(":", 1)[0].strip() in ("flags", "Features"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    known = flags is not None
+
+    def has(*names):
+        return any(n in flags for n in names) if known else None
+
+    return {"capability": torch.backends.cpu.get_cpu_capability(),
+            "bf16_instructions": has(*BF16_FLAGS),
+            "fp16_instructions": has(*FP16_FLAGS),
+            "model": next((line.split(":", 1)[1].strip() for line in
+                           (path.read_text(errors="replace").splitlines() if known else [])
+                           if line.startswith("model name")), None)}
 
 
 def device_name(device: torch.device | str) -> str:
@@ -44,21 +74,33 @@ def _installed_commit() -> str:
 
 
 def _git_commit() -> str:
-    """The commit of the checkout vitlib runs from (``+dirty`` with uncommitted changes to tracked
-    files); for an installed copy, the commit pip installed it from."""
+    """The commit of the source checkout vitlib runs from (``+dirty`` with uncommitted changes to
+    tracked files), read from the checkout's own git repository; for an installed copy, or a
+    checkout that is no repository of its own (an unpacked archive, maybe inside another
+    project's repository), the commit pip installed it from; else ``"unknown"``."""
     from ..locations import checkout
 
     root = checkout()
-    if root is None:
-        return _installed_commit()
+    return (_checkout_commit(root) if root is not None else None) or _installed_commit()
+
+
+def _checkout_commit(root: Path) -> str | None:
+    """The commit of the git repository at ``root``, or None where ``root`` holds none: git may not
+    look above ``root`` (``GIT_CEILING_DIRECTORIES``) nor follow the caller's ``GIT_DIR``, so the
+    repository of a folder the checkout merely sits in is never read."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env["GIT_CEILING_DIRECTORIES"] = str(Path(root).resolve().parent)
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, timeout=5)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
+        out = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return None
     if out.returncode != 0:
-        return "unknown"
+        return None
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 

@@ -8,18 +8,15 @@ Rules the functions follow, because the book's numbers must be trustworthy:
   noisy neighbour slows them all alike;
 * a measurement leaves the model as it found it: inference runs in eval mode and restores the
   model's mode (:func:`eval_mode`); a training step runs on a private copy of the model;
-* and it leaves the process's threading as a fresh process has it: torch's thread count, and
-  MKL's dynamic threading, which ``torch.set_num_threads`` (and so every Timer) turns off for good
-  (:func:`_mkl_dynamic_threads`).
+* and it leaves the process's threading as it found it: torch's thread count, and MKL's (its
+  dynamic threading and the thread's own count), which ``torch.set_num_threads`` (and so every
+  Timer) changes for good (:func:`vitlib.compat.mkl_threading_kept`).
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import ctypes
-import functools
 import logging
-import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -29,10 +26,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# torch.utils.benchmark imports cpp_extension, which logs a warning about CUDA_HOME on machines
-# without a CUDA runtime; it concerns compiling extensions, which vitlib never does.
-logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-from torch.utils import benchmark  # noqa: E402
+from .. import compat
+from ..backends import autocast as amp, synchronise  # noqa: F401  (amp: also the name chapter 7 imports)
+from ..models.state import module_modes, restore_modes
+
+
+def _import_benchmark():
+    """:mod:`torch.utils.benchmark`, imported without the warning about CUDA_HOME that its import of
+    cpp_extension logs on machines without a CUDA runtime (it concerns compiling extensions, which
+    vitlib never does). Only that import's warnings are dropped, by a filter removed afterwards:
+    the logger's level and filters stay the process's own."""
+    log = logging.getLogger("torch.utils.cpp_extension")
+
+    def quiet(record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+    log.addFilter(quiet)
+    try:
+        from torch.utils import benchmark
+    finally:
+        log.removeFilter(quiet)
+    return benchmark
+
+
+benchmark = _import_benchmark()
 
 __all__ = [
     "MIN_CALLS",
@@ -94,8 +111,8 @@ class Timing:
 
 
 def outputs(out) -> tuple[torch.Tensor, ...]:
-    """A model's output as a tuple of logits: one tensor, or a distillation student's two heads
-    (training mode), which train together."""
+    """A model's output as a tuple of logits: one tensor, or both heads of a distillation student
+    asked for them (``head="both"``), which train together."""
     return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
@@ -107,16 +124,14 @@ def default_threads() -> int:
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
     """Run the block with ``model`` in eval mode, then put it back in the mode it was in: a
-    measurement leaves the model as it found it (and never updates BatchNorm statistics)."""
-    was_training = model.training
-    modes = {m: m.training for m in model.modules()}
+    measurement leaves the model as it found it (and never updates BatchNorm statistics), a
+    submodule the caller had left in the other mode included (:func:`vitlib.models.state.restore_modes`)."""
+    modes = module_modes(model)
     model.eval()
     try:
         yield model
     finally:
-        model.train(was_training)
-        for module, mode in modes.items():  # a submodule the caller had left in another mode
-            module.training = mode
+        restore_modes(modes)
 
 
 def batch_and_device(x) -> tuple[int, torch.device]:
@@ -129,7 +144,7 @@ def _synchronised(fn: Callable[[], object], device: torch.device | str | None) -
     if device is not None and torch.device(device).type == "cuda":
         def run():
             fn()
-            torch.cuda.synchronize()
+            synchronise(device)
         return run
     return fn
 
@@ -198,16 +213,18 @@ def time_function(
 
 @contextlib.contextmanager
 def _torch_threads(threads: int):
-    """torch on ``threads`` threads for the block; then the count it had, and MKL's dynamic
-    threading (:func:`_mkl_dynamic_threads`), back. (The Timer sets and resets the same count
-    around each block of its own.)"""
+    """torch on ``threads`` threads for the block; then the count it had, and MKL's threading as it
+    was (:func:`vitlib.compat.mkl_threading_kept`), back. (The Timer sets and resets the same count
+    around each block of its own; setting it also gives MKL a fixed count, dynamic threading off,
+    for the rest of the process: MKL would then run even the tiny matrix products of a quick-mode
+    model on every thread.)"""
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-        _mkl_dynamic_threads()
+    with compat.mkl_threading_kept():
+        torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
 
 def _one_call(run: Callable[[], object]) -> float:
@@ -216,36 +233,6 @@ def _one_call(run: Callable[[], object]) -> float:
     start = time.perf_counter()
     run()
     return time.perf_counter() - start
-
-
-@functools.cache
-def _mkl():
-    """torch's CPU library, for the MKL C functions it exports (``MKL_Set_Dynamic``,
-    ``MKL_Set_Num_Threads_Local``: both take an int), or None where torch has no MKL (ARM,
-    macOS). (The lower-case names there are MKL's Fortran entries, which take pointers.)"""
-    if not torch.backends.mkl.is_available():
-        return None
-    try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-        for name in ("MKL_Set_Dynamic", "MKL_Set_Num_Threads_Local"):
-            getattr(lib, name).argtypes = [ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
-    return lib
-
-
-def _mkl_dynamic_threads() -> None:
-    """Let MKL choose how many threads each call uses again, as it does in a fresh process.
-
-    ``torch.set_num_threads``, which :class:`torch.utils.benchmark.Timer` calls on every run, also
-    gives MKL a fixed thread count and turns its dynamic threading off, for the rest of the
-    process; MKL then runs even the tiny matrix products of a quick-mode model on every thread,
-    and training after a measurement is markedly slower than before it. Timed calls still run as
-    the Timer sets them up. Does nothing where torch has no MKL."""
-    lib = _mkl()
-    if lib is not None:
-        lib.MKL_Set_Dynamic(1)
-        lib.MKL_Set_Num_Threads_Local(0)  # 0: no fixed count, MKL's own choice again
 
 
 def time_interleaved(
@@ -290,13 +277,6 @@ def time_interleaved(
         long[key] = statistics.median(t.times) >= min_run_time
         times[key].extend(t.times)
     return times
-
-
-def amp(device: torch.device | str, dtype: torch.dtype | None):
-    """``torch.autocast`` to ``dtype`` on ``device``'s type, or no context when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(torch.device(device).type, dtype=dtype)
 
 
 def inference_fn(model: nn.Module, x, *, amp_dtype: torch.dtype | None = None,
@@ -355,8 +335,9 @@ def train_step_fn(model: nn.Module, x, y: torch.Tensor | None = None, lr: float 
     if y is None:
         y = torch.randint(0, num_classes, (len(x),), device=batch_and_device(x)[1])
     elif len(y) != len(x) or (len(y) and (int(y.min()) < 0 or int(y.max()) >= num_classes)):
+        span = f" in [{int(y.min())}, {int(y.max())}]" if len(y) else ""  # no range to name for no labels
         raise ValueError(f"labels must be {len(x)} class indices in [0, {num_classes}) (the model's "
-                         f"num_classes); received {len(y)} labels in [{int(y.min())}, {int(y.max())}]")
+                         f"num_classes); received {len(y)} labels{span}")
 
     device = batch_and_device(x)[1]
 
@@ -406,11 +387,11 @@ def peak_memory(fn: Callable[[], object], device: torch.device | str, *, cpu: bo
         return _cpu_peak_memory(fn)
     if device.type != "cuda":
         return None
-    torch.cuda.synchronize(device)
+    synchronise(device)
     torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device)
     fn()
-    torch.cuda.synchronize(device)
+    synchronise(device)
     return torch.cuda.max_memory_allocated(device) - before
 
 
@@ -436,13 +417,14 @@ def _quiet_native_stderr():
         os.close(null)
 
 
-def _cpu_peak_memory(fn: Callable[[], object]) -> int:
+def _cpu_peak_memory(fn: Callable[[], object]) -> int | None:
     from torch.profiler import ProfilerActivity, profile
 
     with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         fn()
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]" and e.device_type().name == "CPU")
+    events = compat.profiler_memory_events(prof)
+    if events is None:  # this torch's profiler keeps them to itself (warned)
+        return None
     live = peak = 0
     for _, nbytes in events:
         live += nbytes

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..models.state import private_rng
 from .artefacts import SUFFIXES, check_suffix, load, save_artefact
 from .paths import PathError, export
 
@@ -65,8 +66,8 @@ def _run(args) -> int:
     model = load_model(args.checkpoint)
     _step(f"      {type(model).__name__}, {sum(p.numel() for p in model.parameters()):,} parameters, "
           f"{model.image_size[0]}x{model.image_size[1]} px")
-    torch.manual_seed(0)
-    x = model.example_input(args.batch)
+    with private_rng(0, model.device):  # the same images every run, the caller's random state untouched
+        x, check = model.example_input(args.batch), model.example_input(args.batch + 1)
     options = {"convs": not args.no_convs} if args.to == "int8" else {}
     _step(f"[2/4] building the {args.to} artefact and measuring it against eager (batch {args.batch})")
     result = export(model, args.to, x, rounds=args.rounds, min_run_time=args.min_run_time,
@@ -74,7 +75,6 @@ def _run(args) -> int:
     _step(f"[3/4] writing {out}")
     save_artefact(args.to, result.artefact, out)
     _step(f"[4/4] loading {out} back and comparing it with eager on a new batch")
-    check = model.example_input(args.batch + 1)
     with torch.inference_mode():
         diff = float((load(out, args.threads)(check) - model(check)).abs().max())
     _step(f"      max |logit difference| {diff:.2e} on {len(check)} images; "

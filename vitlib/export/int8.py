@@ -28,7 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..compat import per_tensor_quantized
 from ..fuse import fuse_batchnorm
+from ..models.state import module_modes, restore_modes
 
 __all__ = ["INT8_FORMAT", "Pointwise", "prepare_int8", "quantize_int8", "quantized_layers", "int8_flop_share",
            "save_int8", "load_int8"]
@@ -77,12 +79,12 @@ def prepare_int8(model: nn.Module, convs: bool = True) -> nn.Module:
         raise TypeError(f"prepare_int8 expects an nn.Module; received {type(model).__name__}")
     import copy
 
-    was_training = model.training
+    modes = module_modes(model)
     model.eval()
     try:
         out = fuse_batchnorm(model) if convs else copy.deepcopy(model).eval()
     finally:
-        model.train(was_training)
+        restore_modes(modes)  # each module's own, a submodule the caller left in eval mode included
     if convs:
         for module in list(out.modules()):
             for name, child in list(module.named_children()):
@@ -199,9 +201,8 @@ def load_int8(path: str | Path) -> nn.Module:
     quantized = _empty_int8(prepare_int8(model.eval(), json.loads(meta["convs"])))
     layers = quantized_layers(quantized)
     for name, layer in layers.items():
-        w = torch._make_per_tensor_quantized_tensor(tensors.pop(f"{name}.weight_int8"),
-                                                    float(tensors.pop(f"{name}.weight_scale")),
-                                                    int(tensors.pop(f"{name}.weight_zero_point")))
+        w = per_tensor_quantized(tensors.pop(f"{name}.weight_int8"), float(tensors.pop(f"{name}.weight_scale")),
+                                 int(tensors.pop(f"{name}.weight_zero_point")))
         layer.set_weight_bias(w, tensors.pop(f"{name}.bias", None))
     expected = _float_tensors(quantized, layers)
     if set(expected) != set(tensors):

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Callable, Mapping
 
-import torch
 from torch import nn
 
+from ..models.state import private_rng
 from .paths import PATHS, PathError, export
 
 __all__ = ["book_models", "support_matrix", "matrix_table"]
@@ -90,10 +90,10 @@ def support_matrix(models: Mapping[str, nn.Module | Callable[[], nn.Module]] | N
         if name not in built:
             built.clear()  # one model in memory at a time
             programs.clear()
-            torch.manual_seed(seed)
-            model = models[name]
-            model = model() if not isinstance(model, nn.Module) else model
-            built[name] = (model.eval(), model.example_input(batch))
+            with private_rng(seed):  # the same weights and images every run; the caller's random state kept
+                model = models[name]
+                model = model() if not isinstance(model, nn.Module) else model
+                built[name] = (model.eval(), model.example_input(batch))
         model, x = built[name]
         # ONNX converts the program of the export column, where there is one, rather than capture again
         extra = {"program": programs[name]} if path == "onnx" and name in programs else {}

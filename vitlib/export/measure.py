@@ -8,7 +8,7 @@ a :class:`Runner` that calls it), and measures, in this process and in this run:
   only runs the batch it was exported with is not a deployable model);
 * latency: eager and the artefact timed interleaved (:func:`vitlib.bench.time_interleaved`, medians
   over at least :data:`vitlib.bench.MIN_CALLS` calls a side, the same thread count), the speed-up
-  with its spread (:meth:`vitlib.claims.Measured.ratio`);
+  with its spread (:meth:`vitlib.bench.Measured.ratio`);
 * size on disk: the artefact saved into a temporary folder, and the eager model's weights saved as
   safetensors beside it;
 * accuracy on a data set, when one is given, of both, with their top-1 agreement over it.
@@ -31,7 +31,8 @@ from torch import nn
 
 from ..bench import MIN_CALLS, default_threads, eval_mode, inference_fn, time_interleaved
 from ..smoke import serving_on_cpu
-from ..claims import Measured
+from ..bench import Measured
+from ..models.state import private_rng
 
 __all__ = ["Exported", "Runner", "measure", "reason", "building", "directory_mb", "weights_mb"]
 
@@ -116,8 +117,8 @@ class Exported:
         """The figures as one flat dict (a row of a table)."""
         return {"model": self.model, "path": self.path, "works": True, "batch": self.batch,
                 "threads": self.threads,
-                "eager_ms": self.eager_ms, "ms": self.ms, "speedup": self.speedup.value,
-                "speedup_low": self.speedup.low, "speedup_high": self.speedup.high, "calls": self.speedup.n,
+                "eager_ms": self.eager_ms, "ms": self.ms, **self.speedup.to_dict(prefix="speedup"),
+                "calls": self.speedup.n,
                 "size_mb": self.size_mb, "eager_mb": self.eager_mb, "max_abs_diff": self.max_abs_diff,
                 "top1_agreement": self.top1_agreement, "agreement_images": self.agreement_images,
                 "accuracy": self.accuracy, "eager_accuracy": self.eager_accuracy, "discordant": self.discordant,
@@ -211,11 +212,14 @@ def weights_mb(model: nn.Module) -> float:
 
 
 def _other_batch(model: nn.Module, x) -> Any:
-    """A batch of another size than ``x`` (one more image), from the model's own example input."""
+    """A batch of another size than ``x`` (one more image), from the model's own example input, the
+    same every time (drawn on a private stream: the caller's random state stays as it was)."""
     n = len(x) + 1
-    if hasattr(model, "example_input"):
-        return model.example_input(n, device=x[0].device if isinstance(x, list) else x.device)
-    return torch.randn(n, *x.shape[1:], device=x.device, dtype=x.dtype)
+    device = x[0].device if isinstance(x, list) else x.device
+    with private_rng(0, device):
+        if hasattr(model, "example_input"):
+            return model.example_input(n, device=device)
+        return torch.randn(n, *x.shape[1:], device=x.device, dtype=x.dtype)
 
 
 def _agreement(a: torch.Tensor, b: torch.Tensor) -> int:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..bench import eval_mode
+from ..models.state import private_rng
 from .artefacts import SUFFIXES, onnx_session, save_artefact
 from .int8 import int8_flop_share, prepare_int8, quantize_int8, quantized_layers
 from .measure import Exported, Runner, building, measure, reason
@@ -69,7 +70,8 @@ def _path(name: str):
             if x is None:
                 if not hasattr(model, "example_input"):
                     raise ValueError(f"{fn.__name__} needs an example batch x for a {type(model).__name__}")
-                x = model.example_input(1)
+                with private_rng(0, getattr(model, "device", None)):  # the caller's random state kept
+                    x = model.example_input(1)
             unknown = sorted(set(kwargs) - set(known))
             if unknown:  # the caller's mistake, not the path's
                 raise TypeError(f"{fn.__name__} takes the keywords {known}; received {unknown}")

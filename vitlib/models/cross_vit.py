@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers import Attention, PatchEmbedding, Transformer, pair
-from .base import VisionModel, check_positive, check_probability, model_config
+from .base import VisionModel, check_num_classes, check_positive, check_probability, classifier, model_config
 
 __all__ = ["CrossViT", "ClassTokenEmbedding", "CrossBlock", "MultiScaleLayer", "PAPER_LG_SCALE", "scaled_size"]
 
@@ -108,7 +108,7 @@ class MultiScaleLayer(nn.Module):
 
 
 def _head(dim: int, num_classes: int) -> nn.Sequential:
-    return nn.Sequential(OrderedDict(norm=nn.LayerNorm(dim), fc=nn.Linear(dim, num_classes)))
+    return nn.Sequential(OrderedDict(norm=nn.LayerNorm(dim), fc=classifier(dim, num_classes)))
 
 
 class CrossViT(VisionModel):
@@ -126,9 +126,12 @@ class CrossViT(VisionModel):
     so that a preset built at another ``image_size`` keeps the paper's ratio), or
     ``lg_image_size=224``. Each branch's size must be divisible by its patch size. Returns the sum
     of the two branches' logits. The paper's models by name: :func:`vitlib.models.presets.create`.
+    :meth:`forward_features` gives both branches' tokens as a pair; the pre-logits are both
+    branches' normalised class tokens, concatenated (``num_features = sm_dim + lg_dim``, as in timm).
     """
 
     head_names = ("sm_head", "lg_head")
+    classifier_names = ("sm_head.fc", "lg_head.fc")
 
     def __init__(
         self,
@@ -160,7 +163,8 @@ class CrossViT(VisionModel):
         lg_image_scale: float | None = None,
     ) -> None:
         super().__init__()
-        check_positive(num_classes=num_classes, sm_dim=sm_dim, lg_dim=lg_dim, sm_enc_depth=sm_enc_depth,
+        check_num_classes(num_classes)
+        check_positive(sm_dim=sm_dim, lg_dim=lg_dim, sm_enc_depth=sm_enc_depth,
                        sm_enc_heads=sm_enc_heads, sm_enc_mlp_dim=sm_enc_mlp_dim, sm_enc_dim_head=sm_enc_dim_head,
                        lg_enc_depth=lg_enc_depth, lg_enc_heads=lg_enc_heads, lg_enc_mlp_dim=lg_enc_mlp_dim,
                        lg_enc_dim_head=lg_enc_dim_head, cross_attn_depth=cross_attn_depth,
@@ -208,6 +212,7 @@ class CrossViT(VisionModel):
             [MultiScaleLayer(sm_dim, lg_dim, sm_enc, lg_enc, cross_attn_depth, cross_attn_heads, cross_attn_dim_head,
                              dropout) for _ in range(depth)]
         )
+        self.num_features = sm_dim + lg_dim
         self.sm_head = _head(sm_dim, num_classes)
         self.lg_head = _head(lg_dim, num_classes)
 
@@ -227,12 +232,32 @@ class CrossViT(VisionModel):
             return img
         return F.interpolate(img, size=size, mode="bicubic", align_corners=False)
 
-    def forward_head(self, tokens: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def _class_tokens(self, tokens) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each branch's class token, from :meth:`forward_features`' pair."""
+        if not (isinstance(tokens, (tuple, list)) and len(tokens) == 2
+                and all(isinstance(t, torch.Tensor) and t.ndim == 3 for t in tokens)):
+            got = type(tokens).__name__
+            got += f" of shape {tuple(tokens.shape)}" if isinstance(tokens, torch.Tensor) else ""
+            raise ValueError("CrossViT's head expects forward_features' output, a pair (small-patch tokens, "
+                             f"large-patch tokens) of (batch, tokens, dim) tensors; received a {got}")
         sm, lg = tokens
-        return self.sm_head(sm[:, 0]) + self.lg_head(lg[:, 0])
+        return sm[:, 0], lg[:, 0]
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(img))
+    def pool_features(self, tokens) -> torch.Tensor:
+        """Both branches' normalised class tokens, concatenated: ``(b, sm_dim + lg_dim)``."""
+        sm, lg = self._class_tokens(tokens)
+        return torch.cat((self.sm_head.norm(sm), self.lg_head.norm(lg)), dim=-1)
+
+    def forward_head(self, tokens, pre_logits: bool = False) -> torch.Tensor:
+        """The sum of the two branches' logits (each head: LayerNorm, then its classifier ``fc``),
+        or with ``pre_logits=True`` (or a model of ``num_classes=0``) :meth:`pool_features`."""
+        if pre_logits or self.num_classes == 0:
+            return self.pool_features(tokens)
+        sm, lg = self._class_tokens(tokens)
+        return self.sm_head(sm) + self.lg_head(lg)
+
+    def classifier_widths(self) -> dict[str, int]:
+        return {"sm_head.fc": self.config["sm_dim"], "lg_head.fc": self.config["lg_dim"]}
 
     def parts(self) -> dict[str, list[str]]:
         """The small-patch branch (embedding, encoders, head), the large-patch branch, and the

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import check_head, select_head
+from .base import check_head, classifier, select_head
 from .vit import ViT
 
 __all__ = ["DistillableViT"]
@@ -27,15 +27,19 @@ __all__ = ["DistillableViT"]
 class DistillableViT(ViT):
     """ViT with a distillation token and head, with vit-pytorch's keyword names.
 
-    In training mode the forward pass returns ``(logits, distill_logits)``: the class head's and
-    the distillation head's. In eval mode it returns what ``eval_head`` says: ``"mean"`` of the two
-    (DeiT's inference, the default), ``"class"`` or ``"distill"`` alone, or ``"both"``;
-    ``forward(img, head=...)`` asks for any of these in either mode. :meth:`to_vit` gives a plain
-    :class:`~vitlib.models.ViT` with the same weights, for tools that know only ViTs.
+    The forward pass returns, in training and eval mode alike, what ``eval_head`` says: ``"mean"``
+    of the class head's and the distillation head's logits (DeiT's inference, the default),
+    ``"class"`` or ``"distill"`` alone, or ``"both"`` as a pair ``(logits, distill_logits)``. So
+    ``pred = model(img)`` is one ``(batch, classes)`` tensor, as with vit-pytorch's student after
+    distillation; ``forward(img, head=...)`` asks for any of these, and distillation
+    (:class:`~vitlib.distill.DistillationLoss`, each head trained on its own target) asks for
+    ``head="both"``. :meth:`to_vit` gives a plain :class:`~vitlib.models.ViT` with the same
+    weights, for tools that know only ViTs.
     """
 
     token_params = ("cls_token", "pos_embedding", "distill_token")
     head_names = ("head", "distill_head")
+    classifier_names = ("head", "distill_head")
 
     def __init__(
         self,
@@ -63,7 +67,7 @@ class DistillableViT(ViT):
         self.eval_head = eval_head
         self.dim = dim
         self.distill_token = nn.Parameter(torch.randn(1, dim).mul_(0.02))
-        self.distill_head = nn.Linear(dim, num_classes)
+        self.distill_head = classifier(dim, num_classes)
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:
         """Class token, patches with positions, then the distillation token (no position)."""
@@ -73,19 +77,25 @@ class DistillableViT(ViT):
         x = torch.cat((x, self.distill_token.expand(b, -1, -1)), dim=1)
         return self.dropout(x)
 
-    def forward_head(self, tokens: torch.Tensor, head: str | None = None):
+    def forward_head(self, tokens: torch.Tensor, pre_logits: bool = False, *, head: str | None = None):
         """Pool the class token (or the mean of the others) into the class head and read the
-        distillation token (the last) with the distillation head; ``head`` as in :meth:`forward`."""
+        distillation token (the last) with the distillation head; ``head`` as in :meth:`forward`.
+        ``pre_logits=True`` (or a model of ``num_classes=0``) gives the mean of the two vectors
+        the heads read, ``(b, dim)``: DeiT's (and timm's) pre-logits."""
         check_head(head)
         rest, distill = tokens[:, :-1], tokens[:, -1]
         x = rest[:, 0] if self.pool == "cls" else rest.mean(dim=1)
-        return select_head(self.head(x), self.distill_head(distill), head, self.training, self.eval_head)
+        if pre_logits or self.num_classes == 0:
+            return (x + distill) / 2
+        return select_head(self.head(x), self.distill_head(distill), head, self.eval_head)
+
+    def pool_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(tokens, pre_logits=True)
 
     def forward(self, img: torch.Tensor, head: str | None = None):
         """Logits of images ``(b, c, h, w)``: ``head`` is one of
-        :data:`~vitlib.models.base.HEADS`; None means both heads in training mode and
-        ``eval_head`` in eval mode."""
-        return self.forward_head(self.forward_features(img), head)
+        :data:`~vitlib.models.base.HEADS`; None means ``eval_head``, in either mode."""
+        return self.forward_head(self.forward_features(img), head=head)
 
     def parts(self) -> dict[str, list[str]]:
         return {**super().parts(), "head": list(self.head_names)}

@@ -33,7 +33,8 @@ from torch import nn
 
 from ..fuse import fuse_batchnorm
 from ..layers import attention, pair
-from .base import VisionModel, check_head, check_positive, check_probability, model_config, select_head
+from .base import (VisionModel, check_head, check_num_classes, check_positive, check_probability, classifier,
+                   model_config, select_head)
 
 __all__ = ["LeViT", "LeViTAttention", "LeViTFeedForward", "LeViTBlock", "LeViTStage", "relative_offset_indices",
            "paper_stem_widths", "VIT_PYTORCH_STEM_WIDTHS"]
@@ -198,17 +199,18 @@ class LeViT(VisionModel):
     ``image_size`` (an int or ``(height, width)``) must be divisible by 16, the stem's stride; the
     model accepts only images of exactly that size. With ``num_distill_classes`` the model has a
     second, distillation head, trained against a teacher's predictions (DeiT-style; see
-    :mod:`vitlib.distill`): in training mode the forward pass returns ``(logits,
-    distill_logits)``; in eval mode what ``eval_head`` says: ``"mean"`` of the two heads (the
-    paper's inference, the default when both heads have the same classes), ``"class"`` or
-    ``"distill"`` alone, or ``"both"`` (vit-pytorch's behaviour, the default when the class counts
-    differ). ``forward(img, head=...)`` asks for any of these in either mode. Without a
-    distillation head the forward pass returns the logits. ``stem_activation=False`` builds
+    :mod:`vitlib.distill`, which asks for ``head="both"``): the forward pass returns, in training
+    and eval mode alike, what ``eval_head`` says: ``"mean"`` of the two heads (the paper's
+    inference, the default when both heads have the same classes), ``"class"`` or ``"distill"``
+    alone, or ``"both"`` as a pair ``(logits, distill_logits)`` (vit-pytorch's behaviour, the
+    default when the class counts differ). ``forward(img, head=...)`` asks for any of these.
+    Without a distillation head the forward pass returns the logits. ``stem_activation=False`` builds
     vit-pytorch's stem (four biased convolutions, nothing between them); ``stem_widths`` the three
     inner widths of the stem (default: the paper's, see the module docstring).
     """
 
     head_names = ("head", "distill_head")
+    classifier_names = ("head", "distill_head")
 
     def __init__(
         self,
@@ -230,9 +232,11 @@ class LeViT(VisionModel):
         eval_head: str | None = None,
     ) -> None:
         super().__init__()
-        check_positive(num_classes=num_classes, mlp_mult=mlp_mult, stages=stages, dim_key=dim_key,
-                       dim_value=dim_value, channels=channels)
-        if num_distill_classes is not None:
+        check_num_classes(num_classes)
+        check_positive(mlp_mult=mlp_mult, stages=stages, dim_key=dim_key, dim_value=dim_value, channels=channels)
+        if num_distill_classes is not None and num_classes == 0:  # reset_classifier(0): no classes, no heads
+            check_num_classes(num_distill_classes, "num_distill_classes")
+        elif num_distill_classes is not None:
             check_positive(num_distill_classes=num_distill_classes)
         check_probability(dropout=dropout)
         has_distill = num_distill_classes is not None
@@ -271,8 +275,9 @@ class LeViT(VisionModel):
                 fmap = (math.ceil(fmap[0] / 2), math.ceil(fmap[1] / 2))
         self.backbone = nn.Sequential(*layers)
         self.fmap_size = fmap
-        self.head = nn.Linear(dims[-1], num_classes)
-        self.distill_head = nn.Linear(dims[-1], num_distill_classes) if has_distill else None
+        self.num_features = dims[-1]
+        self.head = classifier(dims[-1], num_classes)
+        self.distill_head = classifier(dims[-1], num_distill_classes) if has_distill else None
         self.eval_head = eval_head or ("mean" if num_distill_classes == num_classes else "both")
 
     @staticmethod
@@ -292,21 +297,34 @@ class LeViT(VisionModel):
         self.check_input(img)
         return self.backbone(self.stem(img))
 
-    def forward_head(self, fmap: torch.Tensor, head: str | None = None):
-        """Average-pool and classify; ``head`` as in :meth:`forward`."""
-        x = fmap.mean(dim=(-2, -1))
+    def pool_features(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Average pooling: ``(b, dim, h, w) -> (b, dim)``, what both heads read."""
+        return fmap.mean(dim=(-2, -1))
+
+    def forward_head(self, fmap: torch.Tensor, pre_logits: bool = False, *, head: str | None = None):
+        """Average-pool and classify; ``head`` as in :meth:`forward`; ``pre_logits=True`` (or a
+        model of ``num_classes=0``) gives the pooled vector ``(b, dim)``."""
+        has_distill = self.distill_head is not None
+        check_head(head, equal_classes=self.config["num_distill_classes"] == self.num_classes, has_distill=has_distill)
+        x = self.pool_features(fmap)
+        if pre_logits or self.num_classes == 0:
+            return x
         logits = self.head(x)
-        if self.distill_head is None:
-            check_head(head, has_distill=False)
-            return logits
-        check_head(head, equal_classes=self.distill_head.out_features == self.num_classes)
-        return select_head(logits, self.distill_head(x), head, self.training, self.eval_head)
+        return select_head(logits, self.distill_head(x), head, self.eval_head) if has_distill else logits
 
     def forward(self, img: torch.Tensor, head: str | None = None):
         """Logits of images ``(b, c, H, W)``. With a distillation head, ``head`` (one of
-        :data:`~vitlib.models.base.HEADS`) chooses the output; None means both heads in training
-        mode and ``eval_head`` in eval mode."""
-        return self.forward_head(self.forward_features(img), head)
+        :data:`~vitlib.models.base.HEADS`) chooses the output; None means ``eval_head``, in
+        either mode."""
+        return self.forward_head(self.forward_features(img), head=head)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """As every model's (:meth:`VisionModel.reset_classifier`); a distillation head is reset to
+        ``num_classes`` too (as timm's LeViT does), so that the two heads' mean is defined."""
+        super().reset_classifier(num_classes)
+        if self.distill_head is not None:
+            self.config = {**self.config, "num_distill_classes": num_classes}
+            self.eval_head = self.config["eval_head"] or "mean"
 
     def parts(self) -> dict[str, list[str]]:
         """The stem, each stage, each shrinking attention between stages and the head(s), in order."""

@@ -47,13 +47,14 @@ token dropout rounds the kept share at random, where vit-pytorch truncates it (c
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Union
+from typing import Callable, NamedTuple, Union
 
 import torch
 from torch import nn
 
+from ..compat import disable_dynamo
 from ..layers import Attention, PatchEmbedding, Transformer, patchify
-from .base import VisionModel, check_positive, check_probability, model_config
+from .base import VisionModel, check_num_classes, check_positive, check_probability, classifier, model_config
 from .packing import (  # noqa: F401  (re-exported: NaViT's packing API)
     TOKEN_DROPOUT_ROUNDINGS,
     PackPlan,
@@ -72,6 +73,7 @@ from .packing import (  # noqa: F401  (re-exported: NaViT's packing API)
 __all__ = [
     "NaViT",
     "NaViTNested",
+    "NaViTFeatures",
     "FactorisedPosEmb2d",
     "PackPlan",
     "pack_plan",
@@ -90,11 +92,22 @@ __all__ = [
 #: size in pixels, or None (no token dropout).
 DropRate = Union[float, Callable[[int, int], float], None]
 
+
+class NaViTFeatures(NamedTuple):
+    """What :meth:`NaViT.forward_features` returns and :meth:`NaViT.forward_head` takes: the
+    transformer's output ``tokens`` and the :class:`PackPlan` that says which image each token
+    belongs to. For :class:`NaViT`, ``tokens`` is the packed ``(sequences, slots, dim)`` batch; for
+    :class:`NaViTNested`, a jagged nested tensor with one sequence per image."""
+
+    tokens: torch.Tensor
+    plan: PackPlan
+
+
 # ----- the model ---------------------------------------------------------------------------------
 
 #: ``torch.compiler.disable`` that imports the compiler on the decorated function's first call, not at
-#: import (torch's own lazy form where this torch has it).
-_eager = getattr(torch, "_disable_dynamo", torch.compiler.disable)
+#: import (:func:`vitlib.compat.disable_dynamo`).
+_eager = disable_dynamo
 
 
 class FactorisedPosEmb2d(nn.Module):
@@ -116,15 +129,18 @@ class FactorisedPosEmb2d(nn.Module):
 class NaViT(VisionModel):
     """NaViT with vit-pytorch's keyword names: images of any size up to ``image_size``, packed.
 
-    ``forward(batched_images, group_images=False, group_max_seq_len=2048)`` takes a list of
+    ``forward(batched_images, group_images=True, group_max_seq_len=None)`` takes a list of
     ``(channels, height, width)`` images (sides multiples of the patch size) or a list of such
     lists, already grouped into sequences, and returns one row of logits per image, in input order
-    (groups concatenated). A flat list is one sequence unless ``group_images=True``, which packs it
-    (:func:`pack_sequences`) into sequences of at most ``group_max_seq_len`` tokens; ``None``
-    means the longest image's token count, the shortest sequences that hold every image.
+    (groups concatenated). A flat list is packed (:func:`pack_sequences`) into sequences of at most
+    ``group_max_seq_len`` tokens; ``None``, the default, means the longest image's token count,
+    the shortest sequences that hold every image. ``group_images=False`` makes a flat list one
+    sequence. The keyword names are vit-pytorch's, the defaults not (vit-pytorch's,
+    ``group_images=False`` and 2048 tokens, put a whole batch of small images in one sequence).
 
     Attention costs ``L^2`` per packed sequence of length ``L``, masked or not, so long sequences of
-    small images waste time: on CPU a length near the longest image's token count is fastest.
+    small images waste time: on CPU a length near the longest image's token count is fastest, and
+    ``fit``, ``evaluate`` and direct calls pack so by default. Packing never changes the logits.
 
     ``token_dropout_prob`` (training only): a probability, or a function of an image's height and
     width in pixels returning one. Image ``i`` keeps that many of its tokens, chosen at random,
@@ -140,6 +156,7 @@ class NaViT(VisionModel):
     """
 
     token_params = ("attn_pool_queries",)
+    classifier_bias = False
 
     def __init__(
         self,
@@ -160,8 +177,8 @@ class NaViT(VisionModel):
         qk_rmsnorm: bool = True,
     ) -> None:
         super().__init__()
-        check_positive(num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
-                       channels=channels, dim_head=dim_head)
+        check_num_classes(num_classes)
+        check_positive(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head)
         check_probability(dropout=dropout, emb_dropout=emb_dropout)
         if token_dropout_prob is not None and not callable(token_dropout_prob):
             if isinstance(token_dropout_prob, bool) or not isinstance(token_dropout_prob, (int, float)):
@@ -186,7 +203,8 @@ class NaViT(VisionModel):
         self.attn_pool_queries = nn.Parameter(torch.randn(dim).mul_(0.02))
         self.attn_pool = Attention(dim, heads, dim_head, out_bias=False, qk_norm=qk_rmsnorm)
         self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes, bias=False)
+        self.num_features = dim
+        self.head = classifier(dim, num_classes, bias=False)
 
     def example_input(self, batch: int = 1, device: torch.device | str | None = None,
                       dtype: torch.dtype | None = None) -> list[torch.Tensor]:
@@ -287,7 +305,7 @@ class NaViT(VisionModel):
 
     @_eager
     def prepare(
-        self, batched_images, group_images: bool = False, group_max_seq_len: int | None = 2048
+        self, batched_images, group_images: bool = True, group_max_seq_len: int | None = None
     ) -> tuple[torch.Tensor, PackPlan]:
         """Host side of :meth:`forward`: check the images, cut them into patches and plan the packing.
 
@@ -299,17 +317,18 @@ class NaViT(VisionModel):
         grids = [self._grid(img, i) for i, img in enumerate(images)]
         lengths = self._kept(images, grids)
         if groups is None and group_images:
+            counts = [int(n) for n in lengths]  # under torch.jit.trace a shape, and so a count, is a tensor
             if group_max_seq_len is None:
-                group_max_seq_len = max(lengths)
+                group_max_seq_len = max(counts)
             if isinstance(group_max_seq_len, bool) or not isinstance(group_max_seq_len, int) or group_max_seq_len < 1:
                 raise ValueError(f"group_max_seq_len must be a positive int or None; received {group_max_seq_len!r}")
-            longest = max(range(len(images)), key=lambda i: lengths[i])
-            if lengths[longest] > group_max_seq_len:
+            longest = max(range(len(images)), key=lambda i: counts[i])
+            if counts[longest] > group_max_seq_len:
                 h, w = images[longest].shape[-2:]
                 raise ValueError(
                     f"group_max_seq_len={group_max_seq_len} tokens is shorter than image {longest} ({h}x{w} pixels, "
-                    f"{lengths[longest]} tokens); raise group_max_seq_len to at least {lengths[longest]}")
-            groups = pack_sequences(lengths, group_max_seq_len)
+                    f"{counts[longest]} tokens); raise group_max_seq_len to at least {counts[longest]}")
+            groups = pack_sequences(counts, group_max_seq_len)
         elif groups is None:
             groups = [list(range(len(images)))]
         patches = torch.cat([patchify(img, self.patch_size) for img in images])
@@ -326,27 +345,49 @@ class NaViT(VisionModel):
             patches, rows, cols = patches[chosen], rows[chosen], cols[chosen]
         return self.dropout(self.patch_embedding.project(patches) + self.pos_embedding(rows, cols))
 
-    def forward_packed(self, patches: torch.Tensor, plan: PackPlan) -> torch.Tensor:
-        """Logits ``(N, num_classes)`` from :meth:`prepare`'s output; tensor operations only.
+    def encode(self, patches: torch.Tensor, plan: PackPlan) -> NaViTFeatures:
+        """:meth:`prepare`'s output to the transformer's packed tokens; tensor operations only.
 
         Tokens of one sequence attend to the tokens of their own image (``ids`` equal). Padding
         slots carry -1, so they attend to each other: no row of the softmax is fully masked (which
-        would make NaN), and no image attends to padding. Pooling has ``Q`` query slots per
-        sequence; a slot without an image attends everywhere and is dropped by ``out_index``.
+        would make NaN), and no image attends to padding.
         """
         x = self.embed(patches, plan)
         g, seq_len = plan.ids.shape
         x = x.new_zeros(g * seq_len, x.shape[-1]).index_copy(0, plan.dest, x).view(g, seq_len, -1)
         ids = plan.ids
-        x = self.transformer(x, mask=(ids[:, :, None] == ids[:, None, :])[:, None])
+        return NaViTFeatures(self.transformer(x, mask=(ids[:, :, None] == ids[:, None, :])[:, None]), plan)
+
+    def forward_packed(self, patches: torch.Tensor, plan: PackPlan) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` from :meth:`prepare`'s output; tensor operations only."""
+        return self.forward_head(self.encode(patches, plan))
+
+    def forward_features(self, batched_images, group_images: bool = True,
+                         group_max_seq_len: int | None = None) -> NaViTFeatures:
+        """Images (as :meth:`forward` takes them) to the transformer's packed tokens and their
+        :class:`PackPlan`, which :meth:`forward_head` needs to pool each image."""
+        return self.encode(*self.prepare(batched_images, group_images, group_max_seq_len))
+
+    def _check_features(self, features) -> NaViTFeatures:
+        if not isinstance(features, NaViTFeatures):
+            raise ValueError(f"{type(self).__name__}'s head expects forward_features' output, a NaViTFeatures "
+                             f"(tokens, plan); received {type(features).__name__}")
+        return features
+
+    def pool_features(self, features: NaViTFeatures) -> torch.Tensor:
+        """Attention pooling (one learned query per image, over its own tokens), then LayerNorm:
+        ``(N, dim)``, one row per image in input order. Pooling has ``Q`` query slots per
+        sequence; a slot without an image attends everywhere and is dropped by ``out_index``."""
+        x, plan = self._check_features(features)
+        g, ids = x.shape[0], plan.ids
         q = plan.empty_queries.shape[1]
         slots = torch.arange(q, device=ids.device)
         pool_mask = (slots[None, :, None] == ids[:, None, :]) | plan.empty_queries[:, :, None]
         queries = self.attn_pool_queries.repeat(g, q, 1)  # a copy: a view of a parameter under no_grad confuses hooks
         pooled = self.attn_pool(queries, context=x, mask=pool_mask[:, None]) + queries
-        return self.head(self.norm(pooled.reshape(g * q, -1)[plan.out_index]))
+        return self.norm(pooled.reshape(g * q, -1)[plan.out_index])
 
-    def forward(self, batched_images, group_images: bool = False, group_max_seq_len: int | None = 2048):
+    def forward(self, batched_images, group_images: bool = True, group_max_seq_len: int | None = None):
         patches, plan = self.prepare(batched_images, group_images, group_max_seq_len)
         return self.forward_packed(patches, plan)
 
@@ -376,6 +417,11 @@ class NaViTNested(NaViT):
     """
 
     def forward(self, images) -> torch.Tensor:
+        return self.forward_head(self.forward_features(images))
+
+    def forward_features(self, images) -> NaViTFeatures:
+        """A flat list of images to the transformer's tokens, one jagged sequence per image, and
+        their :class:`PackPlan`."""
         if torch.compiler.is_exporting():
             raise NotImplementedError("NaViTNested runs on nested tensors, which torch.export and ONNX export do not "
                                       "support; load its state dict into a NaViT and export that")
@@ -395,9 +441,14 @@ class NaViTNested(NaViT):
                 f"NaViTNested: torch has no nested-tensor kernel for an operation ({str(err).splitlines()[0]}); "
                 "quantised layers (torch.ao.quantization) have none: quantise a NaViT with the same weights instead"
             ) from err
-        n = len(lengths)
+        return NaViTFeatures(x, plan)
+
+    def pool_features(self, features: NaViTFeatures) -> torch.Tensor:
+        """Attention pooling of each image's sequence, then LayerNorm: ``(N, dim)``."""
+        x, plan = self._check_features(features)
+        n = len(plan.lengths)
         queries = torch.nested.nested_tensor_from_jagged(
             self.attn_pool_queries.expand(n, -1), offsets=torch.arange(n + 1, device=x.device), min_seqlen=1,
             max_seqlen=1)
         pooled = self.attn_pool(queries, context=x) + queries
-        return self.head(self.norm(pooled.values()))
+        return self.norm(pooled.values())

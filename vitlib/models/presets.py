@@ -17,7 +17,8 @@ from torch import nn
 
 from .cross_vit import PAPER_LG_SCALE
 
-__all__ = ["Preset", "PRESETS", "get", "create", "build_meta", "config", "names"]
+__all__ = ["Preset", "PRESETS", "get", "create", "build_meta", "config", "names", "HEADS_MEANING", "sizing_config",
+           "resolve_config"]
 
 
 @dataclass(frozen=True)
@@ -154,3 +155,38 @@ def build_meta(name: str, **overrides) -> nn.Module:
 def names(family: str | None = None) -> list[str]:
     """Canonical names of all presets, or of one family's (``"vit"``, ``"levit"``, ...)."""
     return [p.name for p in _TABLE if family is None or p.family == family]
+
+
+#: What "heads" means wherever a configuration is resized (:func:`sizing_config`).
+HEADS_MEANING = "heads at a fixed inner width: dim_head = dim / heads"
+
+
+def sizing_config(base: Mapping, **changes) -> dict:
+    """``base`` with ``changes``. When ``dim`` or ``heads`` changes and ``dim_head`` is not given,
+    ``dim_head`` becomes ``dim // heads`` (:data:`HEADS_MEANING`): more heads split the same
+    width, they do not add width. Giving ``dim_head`` explicitly keeps it fixed instead, so the
+    inner width ``heads * dim_head`` grows with the heads (the other meaning, named as such).
+    Raises ValueError when ``dim`` is not a multiple of ``heads``."""
+    cfg = {**base, **changes}
+    if ("dim" in changes or "heads" in changes) and "dim_head" not in changes:
+        dim, heads = cfg["dim"], cfg["heads"]
+        if heads < 1 or dim % heads:
+            raise ValueError(f"dim must be a multiple of heads ({HEADS_MEANING}); received dim={dim}, heads={heads}")
+        cfg["dim_head"] = dim // heads
+    return cfg
+
+
+def resolve_config(base: str | Mapping, family: str | None = None) -> tuple[str, dict]:
+    """``(family, config)`` of a preset name (e.g. ``"SimpleViT-S/16"``) or of a configuration
+    dictionary of ``family`` (default ``"simple_vit"``)."""
+    if isinstance(base, str):
+        preset = get(base)
+        return family or preset.family, dict(preset.config)
+    if not isinstance(base, Mapping):
+        raise TypeError(f"expected a preset name or a configuration dictionary; received {type(base).__name__}")
+    from . import MODELS
+
+    family = family or "simple_vit"
+    if family not in MODELS:
+        raise ValueError(f"family must be one of {sorted(MODELS)}; received {family!r}")
+    return family, dict(base)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import VisionModel, check_positive, model_config
+from .base import VisionModel, check_num_classes, check_positive, classifier, model_config
 
 __all__ = ["ResNet", "IMAGENET_ARCHS", "imagenet_arch"]
 
@@ -69,6 +69,7 @@ class ResNet(VisionModel):
     """
 
     head_names = ("fc",)
+    classifier_names = ("fc",)
 
     def __init__(
         self,
@@ -84,7 +85,8 @@ class ResNet(VisionModel):
         super().__init__()
         from ..layers import pair
 
-        check_positive(num_classes=num_classes, channels=channels)
+        check_num_classes(num_classes)
+        check_positive(channels=channels)
         if block not in BLOCKS:
             raise ValueError(f"block must be one of {BLOCKS}; received {block!r}")
         if stem not in STEMS:
@@ -116,7 +118,8 @@ class ResNet(VisionModel):
             stage, planes = _stage(cls, planes, width, n, stride=1 if i == 0 else 2)
             setattr(self, f"layer{i + 1}", stage)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(widths[-1] * cls.expansion, num_classes)
+        self.num_features = widths[-1] * cls.expansion
+        self.fc = classifier(self.num_features, num_classes)
         for m in self.modules():  # torchvision's initialisation
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -132,8 +135,9 @@ class ResNet(VisionModel):
             x = getattr(self, f"layer{i + 1}")(x)
         return x
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.flatten(self.avgpool(self.forward_features(img)), 1))
+    def pool_features(self, fmap: torch.Tensor) -> torch.Tensor:
+        """Global average pooling: ``(b, channels, h, w) -> (b, channels)``, what ``fc`` reads."""
+        return torch.flatten(self.avgpool(fmap), 1)
 
     def parts(self) -> dict[str, list[str]]:
         """The stem, each residual stage, the classifier."""

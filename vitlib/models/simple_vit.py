@@ -7,10 +7,9 @@ attention output projection.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..layers import PatchEmbedding, SinCosPosEmb2d, Transformer
-from .base import PatchClassifier, check_positive, model_config
+from .base import PatchClassifier, check_num_classes, check_positive, classifier, model_config
 
 
 class SimpleViT(PatchClassifier):
@@ -30,8 +29,8 @@ class SimpleViT(PatchClassifier):
         dim_head: int = 64,
     ) -> None:
         super().__init__()
-        check_positive(num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
-                       channels=channels, dim_head=dim_head)
+        check_num_classes(num_classes)
+        check_positive(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head)
         self.config = model_config(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
                            depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head)
         self.pool = "mean"
@@ -39,7 +38,8 @@ class SimpleViT(PatchClassifier):
         self.image_size, self.channels, self.num_classes = self.patch_embedding.image_size, channels, num_classes
         self.pos_embedding = SinCosPosEmb2d(self.patch_embedding.grid, dim)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, out_bias=False)
-        self.head = nn.Linear(dim, num_classes)
+        self.num_features = dim
+        self.head = classifier(dim, num_classes)
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:
         return self.pos_embedding(self.patch_embedding(img))

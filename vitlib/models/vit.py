@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from ..layers import PatchEmbedding, Transformer
-from .base import PatchClassifier, check_positive, check_probability, model_config
+from .base import PatchClassifier, check_num_classes, check_positive, check_probability, classifier, model_config
 
 
 class ViT(PatchClassifier):
@@ -37,8 +37,8 @@ class ViT(PatchClassifier):
         super().__init__()
         if pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' (class token) or 'mean' (mean pooling); received {pool!r}")
-        check_positive(num_classes=num_classes, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim,
-                       channels=channels, dim_head=dim_head)
+        check_num_classes(num_classes)
+        check_positive(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, channels=channels, dim_head=dim_head)
         check_probability(dropout=dropout, emb_dropout=emb_dropout)
         self.config = model_config(image_size=image_size, patch_size=patch_size, num_classes=num_classes, dim=dim,
                            depth=depth, heads=heads, mlp_dim=mlp_dim, pool=pool, channels=channels,
@@ -51,7 +51,8 @@ class ViT(PatchClassifier):
         self.pos_embedding = nn.Parameter(torch.randn(self.patch_embedding.num_patches + num_cls, dim).mul_(0.02))
         self.dropout = nn.Dropout(emb_dropout)
         self.transformer = Transformer(dim, depth, heads, dim_head, mlp_dim, dropout)
-        self.head = nn.Linear(dim, num_classes)
+        self.num_features = dim
+        self.head = classifier(dim, num_classes)
 
     def embed(self, img: torch.Tensor) -> torch.Tensor:
         x = self.patch_embedding(img)

@@ -44,6 +44,7 @@ from .recipes import (
     recipe_for,
     train_conditions,
     train_recipe,
+    train_seeds,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "RECIPES",
     "train_recipe",
     "train_conditions",
+    "train_seeds",
     "main",
     "CrossEntropy",
     "adamw",

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.state import private_rng
 from .loop import unwrap
 
 CHECKPOINT_FORMAT = "vitlib-checkpoint-1"
@@ -159,6 +160,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Modul
     name = meta["model_class"]
     if name not in classes:
         raise ValueError(f"{path} holds a {name}; vitlib knows {sorted(classes)}")
-    model = classes[name](**json.loads(meta["model_config"]))
+    with private_rng():  # the initial weights, overwritten below, leave the caller's random state alone
+        model = classes[name](**json.loads(meta["model_config"]))
     _load_weights(model, tensors, meta, path)
     return model.to(device).eval()

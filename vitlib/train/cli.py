@@ -211,7 +211,7 @@ def _train(p: argparse.ArgumentParser, args: argparse.Namespace, device) -> int:
                 print(f"teacher: {type(teacher).__name__} from {args.teacher}, test accuracy {accuracy:.4f}",
                       flush=True)
             model, history, data, _ = train_student(run, teacher, temperature=args.temperature, alpha=args.alpha,
-                                                    hard=True if args.hard else None, **common)
+                                                    hard=True if args.hard else None, mode=mode, **common)
     except (ValueError, FileNotFoundError) as err:
         p.error(_one_line(err))
     if w.main:

@@ -27,7 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from ..backends import autocast, half_precision
 from ..data import ImageListDataset, TensorImageDataset
+from ..models.state import module_modes, private_rng, restore_modes
 from .batches import Inputs, ShardedBatches, global_batch_sizes, iterate_batches  # noqa: F401  (re-exported)
 from .distributed import World, all_sum, part_bounds, world
 
@@ -136,8 +138,6 @@ def _amp(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
     if amp == "auto":
         if device.type != "cuda":
             return None, False
-        from ..backends import half_precision
-
         amp = "bf16" if half_precision(device) == torch.bfloat16 else "fp16"
     if amp == "none":
         return None, False
@@ -276,7 +276,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
                          "received both")
     w = world() if across_processes else World()
     part = _part(dataset, w.rank, w.size) if w.size > 1 else dataset
-    was_training = model.training
+    modes = module_modes(model)  # each module's, a submodule the caller left in eval mode included
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     batches = iterate_batches(part, batch_size, shuffle=False, device=device)
@@ -286,7 +286,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
         batches = tqdm(batches, total=math.ceil(len(part) / batch_size), desc="evaluating", unit="batch")
     try:
         for x, y in batches:
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            with autocast(device, dtype):
                 out = loss_fn(model, (x, y))
             if not isinstance(out, tuple) or len(out) != 2:
                 raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
@@ -295,7 +295,7 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 512, devic
             correct += (logits.argmax(-1) == y).sum().item()
             n += len(y)
     finally:
-        model.train(was_training)
+        restore_modes(modes)
     if w.size > 1:
         loss_sum, correct, n = all_sum([loss_sum, correct, n], device)
         correct, n = round(correct), round(n)
@@ -351,7 +351,9 @@ def fit(
     after every epoch; ``resume`` continues from such a file (the model must have the same
     configuration, e.g. from :func:`~vitlib.train.load_model`). ``test`` is evaluated every
     ``eval_every`` epochs and after the last. ``callback(record)`` runs after each epoch (and its
-    checkpoint).
+    checkpoint). ``seed`` fixes the batches' order, the augmentation and what the training steps
+    draw from torch's global generators (dropout), on a stream of fit's own: the same seed trains
+    the same way, and the caller's random state is left as it was.
 
     Inside a process group of several processes (torchrun and
     :func:`~vitlib.train.distributed.session`) every process calls ``fit`` alike and the model
@@ -423,7 +425,7 @@ def fit(
     last = min(epochs, start_epoch + smoke.EPOCHS) if smoke.active() else epochs
 
     def train_step(x, y, global_n):
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(device, dtype):
             out = loss_fn(net, (x, y))
         if not (isinstance(out, tuple) and len(out) == 2):
             raise TypeError(f"loss_fn(model, batch) must return (loss, logits); received {type(out).__name__}")
@@ -443,29 +445,30 @@ def fit(
 
     for epoch in range(start_epoch, last):
         t_epoch = time.perf_counter()
-        # dropout and anything else on the global RNG: its own stream per process
-        torch.manual_seed(seed * 100_003 + epoch + 1_000_003 * w.rank)
         gen = torch.Generator().manual_seed(seed * 100_019 + epoch)  # shuffling and augmentation: shared
         net.train()
         loss_sum, correct, seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
         batches = iterate_batches(train, batch_size, shuffle=True, device=device, generator=gen, cache=cache,
                                   augment=augment, shard=(w.rank, w.size))
-        for k, ((x, y), global_n) in enumerate(zip(batches, batch_sizes)):
-            if smoke.active() and k == smoke.STEPS:
-                break
-            current_lr = lr_at(step, total_steps, warmup_steps, lr, min_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = current_lr
-            if smoke.active() and w.main and step == start_epoch * steps_per_epoch:  # what full mode would do
-                loss, logits = smoke.note_training(train_step, (x, y, global_n), model, train, test,
-                                                   epochs=epochs, batch_size=planned_batch,
-                                                   eval_every=eval_every, device=device)
-            else:
-                loss, logits = train_step(x, y, global_n)
-            loss_sum += loss.detach() * len(y)  # no host sync inside the loop
-            correct += (logits.detach().argmax(-1) == y).sum()
-            seen += len(y)
-            step += 1
+        # dropout and anything else on the global RNG: a stream per process and epoch, the caller's
+        # random state left as it was
+        with private_rng(seed * 100_003 + epoch + 1_000_003 * w.rank, device):
+            for k, ((x, y), global_n) in enumerate(zip(batches, batch_sizes)):
+                if smoke.active() and k == smoke.STEPS:
+                    break
+                current_lr = lr_at(step, total_steps, warmup_steps, lr, min_lr)
+                for group in optimizer.param_groups:
+                    group["lr"] = current_lr
+                if smoke.active() and w.main and step == start_epoch * steps_per_epoch:  # what full mode would do
+                    loss, logits = smoke.note_training(train_step, (x, y, global_n), model, train, test,
+                                                       epochs=epochs, batch_size=planned_batch,
+                                                       eval_every=eval_every, device=device)
+                else:
+                    loss, logits = train_step(x, y, global_n)
+                loss_sum += loss.detach() * len(y)  # no host sync inside the loop
+                correct += (logits.detach().argmax(-1) == y).sum()
+                seen += len(y)
+                step += 1
         loss_total, correct_total, seen = all_sum([loss_sum.item(), correct.item(), seen], device)
         train_s = time.perf_counter() - t_epoch
         record = {"epoch": epoch + 1, "train_loss": loss_total / seen, "train_acc": correct_total / seen,

@@ -20,10 +20,14 @@ trains several over several seeds and returns the table a chapter's verdicts rea
 """
 from __future__ import annotations
 
+import os
+from typing import Mapping, Sequence
+
 import torch
 from torch import nn
 
 from ..data import DataSplit, TensorImageDataset, load_dataset, mixed_resolution
+from ..models.state import private_rng
 from .loop import RandomShift, fit
 
 # The quick-mode recipe the book and `python -m vitlib.bench train` use: SimpleViT on the digits,
@@ -47,7 +51,9 @@ FULL_RECIPE = {
 }
 
 # NaViT packs each batch's images into sequences no longer than the batch's longest image (None:
-# NaViT's own rule), so attention never spans the whole batch as one sequence.
+# NaViT's own rule), so attention never spans the whole batch as one sequence. These are NaViT's
+# defaults too (a flat list given without them packs the same way); spelled out, they stay the
+# recipe's whatever the defaults become.
 NAVIT_FORWARD = {"group_images": True, "group_max_seq_len": None}
 
 
@@ -137,6 +143,16 @@ RECIPES: dict[str, dict[str, dict]] = {
 }
 
 
+def default_mode(device: torch.device | str = "cpu", env: dict | None = None) -> str:
+    """The recipes' mode where none is named: ``$VITLIB_MODE`` when set (as in the book), else
+    ``"full"`` on a CUDA device and ``"quick"`` anywhere else (as ``python -m vitlib.train`` chooses)."""
+    env = os.environ if env is None else env
+    forced = env.get("VITLIB_MODE", "").strip().lower()
+    if forced and forced not in RECIPES:
+        raise ValueError(f"VITLIB_MODE must be one of {sorted(RECIPES)}; received {env['VITLIB_MODE']!r}")
+    return forced or ("full" if torch.device(device).type == "cuda" else "quick")
+
+
 def recipe_for(family: str, mode: str = "quick") -> dict:
     """``RECIPES[mode][family]``; a family without its own recipe (ViT) takes SimpleViT's."""
     if mode not in RECIPES:
@@ -199,12 +215,12 @@ def train_recipe(recipe: dict | None = None, *, model_name: str | None = None, m
     r = recipe or QUICK_RECIPE
     if data is None:
         data = load_recipe_data(r, seed=seed)
-    torch.manual_seed(seed)
     config = {k: v for k, v in r["model"].items() if k != "name"}
     config.update(model_overrides or {})
-    model = build_model(model_name or r["model"]["name"], data, **config)
-    if r.get("weights") == "imagenet" and not model_name:
-        start_from_imagenet(model)
+    with private_rng(seed):  # the same weights for the same seed; the caller's random state untouched
+        model = build_model(model_name or r["model"]["name"], data, **config)
+        if r.get("weights") == "imagenet" and not model_name:
+            start_from_imagenet(model)
     opts = {k: v for k, v in r["fit"].items() if k != "shift"}
     opts.update(fit_overrides)
     shift = r["fit"].get("shift", 0)
@@ -221,7 +237,7 @@ def train_conditions(recipes, seeds, *, data, device: torch.device | str = "cpu"
     by run: seed after seed, every condition in turn; with ``rotate`` the order turns by one each
     seed, so that no condition always runs first or meets the same spell of a shared machine.
 
-    Returns the table :func:`vitlib.claims.seed_difference` and :func:`vitlib.claims.epoch_speedup`
+    Returns the table :func:`vitlib.book.claims.seed_difference` and :func:`vitlib.book.claims.epoch_speedup`
     read: ``condition``, ``seed``, ``accuracy`` (final test accuracy), ``wall_s`` (the whole run:
     building the model, training, evaluating), ``train_s`` (its training epochs alone),
     ``images_per_s`` (median epoch) and ``order`` (the run's place within its seed), with
@@ -252,3 +268,14 @@ def train_conditions(recipes, seeds, *, data, device: torch.device | str = "cpu"
     table = pd.DataFrame(rows)
     table.attrs.update(test_size=len(data.test), seeds=list(seeds), histories=histories, params=params)
     return table
+
+
+def train_seeds(recipe: Mapping, models: Mapping[str, tuple[str, Mapping]], seeds: Sequence[int], *, data,
+                device: torch.device | str = "cpu", **fit_overrides):
+    """Train each of ``models`` (a name mapped to ``(family, overrides)``, e.g.
+    ``{"ViT": ("vit", {"dropout": 0.1})}``) with ``recipe``'s sizes and fit once per seed, one
+    model after the other: :func:`train_conditions`'s table, which
+    :func:`vitlib.book.claims.seed_difference` turns into an accuracy difference."""
+    recipes = {name: {**recipe, "model": {**recipe["model"], **overrides, "name": family}}
+               for name, (family, overrides) in models.items()}
+    return train_conditions(recipes, seeds, data=data, device=device, **fit_overrides)
