@@ -320,3 +320,25 @@ def test_the_commit_is_read_from_the_checkouts_own_repository_only(tmp_path, mon
     assert prov._git_commit() == "abc123"
     own = committed(source)  # now a repository of its own: its commit
     assert prov._git_commit() == own and own != outer_commit
+
+
+def test_time_by_kind_sums_each_operator_into_its_kind_of_work():
+    x, w = torch.randn(64, 128), torch.randn(128, 128)
+
+    def work():
+        y = torch.nn.functional.layer_norm(x @ w, (128,))
+        return torch.nn.functional.gelu(y).t().contiguous()
+
+    split = bench.time_by_kind(work, calls=2)
+    kinds = split["kinds"]
+    assert list(kinds)[:2] == ["matrix products", "attention kernel"] and list(kinds)[-1] == "other"
+    for kind in ("matrix products", "layer norm", "GELU", "copies and reshapes"):
+        assert kinds[kind]["share"] > 0 and kinds[kind]["ops"], kind
+    assert kinds["attention kernel"]["share"] == kinds["convolution"]["share"] == 0
+    assert sum(k["share"] for k in kinds.values()) == pytest.approx(1.0)
+    assert sum(k["ms"] for k in kinds.values()) == pytest.approx(split["total_ms"])
+    rows, calls = bench.operator_times(work, calls=2)
+    assert calls == 2 and any(r["op"] == "aten::mm" and r["calls"] == 1 for r in rows)
+    assert not any(r["op"].startswith(("autograd::", "profiler::")) for r in rows)
+    with pytest.raises(ValueError, match="calls must be at least 1; received 0"):
+        bench.operator_times(work, calls=0)

@@ -53,8 +53,15 @@ def test_infer_suite_writes_every_figure_with_its_spread(tmp_path, capsys, resto
     assert set(data["train"]["b16"]) == {"vitlib", "vit-pytorch", "timm"}
     assert set(data["gflops_per_image"]) == {"vitlib", "vit-pytorch", "timm"}
     assert data["peers"]["timm"] and data["peers"]["vit-pytorch"]
+    for name in ("vitlib", "vit-pytorch", "timm"):
+        split = data["breakdown"][name]
+        assert split["total_ms"] > 0 and sum(k["share"] for k in split["kinds"].values()) == pytest.approx(1.0)
+        assert split["kinds"]["matrix products"]["share"] > 0 and split["kinds"]["layer norm"]["share"] > 0
+    assert data["breakdown"]["timm"]["kinds"]["convolution"]["share"] > 0  # timm embeds patches by convolution
+    assert data["breakdown"]["vitlib"]["kinds"]["convolution"]["share"] == 0  # vitlib by a linear layer
     printed = capsys.readouterr().out
     assert "vitlib_vs_timm_b16" in printed and f"wrote {out}" in printed
+    assert "where a forward's time goes" in printed
 
 
 def test_infer_suite_skips_a_peer_that_is_missing(tmp_path, monkeypatch, capsys, restore_threads):

@@ -8,6 +8,8 @@
   (:func:`compare`, :func:`scaling_sweep`, :func:`block_time_split`);
 * :mod:`~vitlib.bench.measured`: :class:`Measured`, a value with its range (a ratio of timings, an
   accuracy difference, a count);
+* :mod:`~vitlib.bench.profiling`: where a call's time goes, by operator and by kind of work
+  (:func:`time_by_kind`);
 * :mod:`~vitlib.bench.provenance`: device, versions, date and commit of a measurement;
 * :mod:`~vitlib.bench.cli`: ``python -m vitlib.bench SUITE --json FILE`` and the registry of suites
   (:func:`register_suite`), which the chapters' studies (:mod:`vitlib.book.studies`) fill.
@@ -29,6 +31,7 @@ from .counting import (
     sequence_length,
 )
 from .measured import Measured
+from .profiling import operator_times, time_by_kind
 from .provenance import cpu_features, device_name, provenance
 from .timing import (
     MIN_CALLS,
@@ -68,6 +71,8 @@ __all__ = [
     "measure_inference",
     "measure_train_step",
     "peak_memory",
+    "operator_times",
+    "time_by_kind",
     "compare",
     "speedup",
     "scaling_sweep",

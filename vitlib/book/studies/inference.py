@@ -5,7 +5,9 @@ benchmark.
   224 px) against vit-pytorch's ``ViT`` and timm's ``vit_small_patch16_224`` (random weights),
   forward in eval mode at batch 1 and 16 and one training step (forward, backward, AdamW) at batch
   16, all interleaved in one process, beside a matrix product of the MLP's first layer's shape
-  (``tokens * batch x 384 @ 384 x 1536``), the machine's roofline;
+  (``tokens * batch x 384 @ 384 x 1536``), the machine's roofline; and, on a CPU, where each
+  model's forward spends its time by kind of work (matrix products, the attention kernel, layer
+  norms, GELU, copies and reshapes: :func:`vitlib.bench.time_by_kind`);
 * ``python -m vitlib.bench gpu`` (:mod:`vitlib.book.studies.gpu`): every family of the book, eager
   against compiled, float32 against bfloat16, plain attention against SDPA's kernels.
 
@@ -20,7 +22,7 @@ from importlib import metadata
 import torch
 
 from ... import compat
-from ...bench import count_flops, eval_mode, inference_fn, time_interleaved, train_step_fn
+from ...bench import count_flops, eval_mode, inference_fn, time_by_kind, time_interleaved, train_step_fn
 from ..claims import Measured
 from ...models import ViT, presets
 from ...models.state import private_rng
@@ -117,7 +119,7 @@ def _infer_suite(args) -> dict:
                      "peers": {"vit-pytorch": _version("vit-pytorch"), "timm": _version("timm")},
                      "skipped": skipped, "gflops_per_image": {k: v / 1e9 for k, v in flops1.items()},
                      "onednn_linear": device.type == "cpu" and compat.onednn_linear_works(),
-                     "inference": {}, "roofline": {}, "train": {}}
+                     "inference": {}, "roofline": {}, "train": {}, "breakdown": {}}
     threads = args.threads
     for key, batch in batches.items():
         x = torch.randn(batch, 3, *models["vitlib"].image_size, device=device)
@@ -145,6 +147,8 @@ def _infer_suite(args) -> dict:
         _print_times(f"inference, batch {batch}", times, threads, device)
         _print_figures(figures, [f"vitlib_vs_vit_pytorch_{key}", f"vitlib_vs_timm_{key}",
                                  f"vitlib_roofline_fraction_{key}"])
+    if device.type == "cpu":
+        figures["breakdown"] = _breakdown(models, batches["b16"], threads)
     x = torch.randn(train_batch, 3, *models["vitlib"].image_size, device=device)
     steps = {name: train_step_fn(m, x) for name, m in models.items()}  # each on a copy
     times = time_interleaved(steps, rounds=args.rounds, min_run_time=args.min_run_time, num_threads=threads,
@@ -157,6 +161,29 @@ def _infer_suite(args) -> dict:
     _print_times(f"training step, batch {train_batch}", times, threads, device)
     _print_figures(figures, ["vitlib_vs_vit_pytorch_train_b16", "vitlib_vs_timm_train_b16"])
     return figures
+
+
+def _breakdown(models: dict, batch: int, threads: int | None) -> dict:
+    """Each model's forward at ``batch`` profiled on the CPU and its operators' self time summed by
+    kind of work (:func:`vitlib.bench.time_by_kind`): where the time outside the matrix products goes."""
+    x = torch.randn(batch, 3, *models["vitlib"].image_size)
+    out, previous = {}, torch.get_num_threads()
+    torch.set_num_threads(threads or previous)
+    try:
+        for name, m in models.items():
+            with eval_mode(m):
+                out[name] = time_by_kind(inference_fn(m, x), calls=3, warmup=1)
+    finally:
+        torch.set_num_threads(previous)
+    print(f"\nwhere a forward's time goes, batch {batch} (torch.profiler, operators' self time; shares are "
+          "what to read, the profiler adds its own cost to every call):")
+    names = list(out)
+    print(f"  {'kind of work':22s}" + "".join(f"{n:>14s}" for n in names) + "   vitlib's operators")
+    for kind in out["vitlib"]["kinds"]:
+        shares = "".join(f"{out[n]['kinds'][kind]['share']:>13.1%} " for n in names)
+        print(f"  {kind:22s}{shares}  {', '.join(out['vitlib']['kinds'][kind]['ops'])}")
+    print(f"  {'profiled ms per call':22s}" + "".join(f"{out[n]['total_ms']:>14.1f}" for n in names))
+    return out
 
 
 def _print_times(what: str, times: dict, threads, device) -> None:

@@ -16,6 +16,7 @@ from typing import Mapping, Sequence
 import torch
 
 from ...bench import compare, scaling_sweep
+from ...bench.profiling import operator_times
 from ...bench.timing import eval_mode, inference_fn, time_interleaved, train_step_fn
 from ..claims import Measured
 from ...models import MODELS
@@ -107,31 +108,25 @@ def profile_train_step(model: torch.nn.Module, x: torch.Tensor, *, steps: int = 
     ``self_ms`` (per step) and ``share`` (of all operators' self time). ``attrs`` holds
     ``ops_per_step`` (every operator call, nested ones included), ``self_ms_per_step``,
     ``us_per_op`` (mean self time of one operator call), ``dropout_share`` and ``dropout_ms`` (the
-    share and the milliseconds per step of :data:`DROPOUT_OPS`, whether or not they make the top) and ``fused_attention`` (whether a fused attention kernel ran). The profiler adds its own overhead to every call, so read shares and
-    counts, not absolute times."""
+    share and the milliseconds per step of :data:`DROPOUT_OPS`, whether or not they make the top)
+    and ``fused_attention`` (whether a fused attention kernel ran). The operators' times come from
+    :func:`vitlib.bench.profiling.operator_times`; the profiler adds its own overhead to every
+    call, so read shares and counts, not absolute times."""
     import pandas as pd
-    from torch.profiler import ProfilerActivity, profile
 
     if steps < 1:
         raise ValueError(f"steps must be at least 1; received {steps}")
     step = train_step_fn(model, x)
-    for _ in range(warmup):
-        step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(steps):
-            step()
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
-    total = sum(e.self_cpu_time_total for e in events)
-    calls = sum(e.count for e in events)
-    rows = [{"op": e.key, "calls": e.count / steps, "self_ms": e.self_cpu_time_total / steps / 1e3,
-             "share": e.self_cpu_time_total / total} for e in events]
-    df = pd.DataFrame(rows).sort_values("self_ms", ascending=False).reset_index(drop=True)
+    rows, _ = operator_times(step, calls=steps, warmup=warmup)
+    total = sum(r["self_ms"] for r in rows)
+    calls = sum(r["calls"] for r in rows)
+    df = pd.DataFrame([{**r, "share": r["self_ms"] / total} for r in rows])
+    fused = any(("flash" in r["op"] or "efficient_attention" in r["op"]) and "backward" not in r["op"] for r in rows)
     masks = df["op"].isin(DROPOUT_OPS)
     dropout, dropout_ms = float(df.loc[masks, "share"].sum()), float(df.loc[masks, "self_ms"].sum())
-    fused = any(("flash" in e.key or "efficient_attention" in e.key) and "backward" not in e.key for e in events)
     top_df = df.head(top).reset_index(drop=True)
-    top_df.attrs.update(fused_attention=fused, ops_per_step=calls / steps, self_ms_per_step=total / steps / 1e3,
-                        us_per_op=total / calls, dropout_share=dropout, dropout_ms=dropout_ms, steps=steps)
+    top_df.attrs.update(fused_attention=fused, ops_per_step=calls, self_ms_per_step=total,
+                        us_per_op=total * 1e3 / calls, dropout_share=dropout, dropout_ms=dropout_ms, steps=steps)
     return top_df
 
 
