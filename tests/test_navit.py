@@ -3,7 +3,6 @@ import math
 import pickle
 import random
 import re
-import warnings
 
 import pytest
 import torch

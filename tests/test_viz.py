@@ -6,7 +6,6 @@ import re
 import plotly.graph_objects as go
 import pytest
 
-from vitlib import SimpleViT, ViT
 from vitlib.book.offline import PLOTLY_JS
 from vitlib.book.viz import static_chart
 from vitlib.book.widgets import COMPONENT_COLOURS, flops_split_chart, meta_breakdown

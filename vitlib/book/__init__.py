@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..progress import BOOK_BUILD_ENV, building_book, progress
+from ..progress import building_book, progress
 
 __all__ = ["REPOSITORY_URL", "BookSetup", "building_book", "choose_device", "choose_mode", "progress",
            "seed_everything", "setup", "setup_cell", "show_source"]

@@ -7,7 +7,7 @@ datasets go through a DataLoader that loads only this process's slice.
 """
 from __future__ import annotations
 
-from typing import Iterator, Sequence, Union
+from typing import Callable, Iterator, Sequence, Union
 
 import torch
 from torch.utils.data import Dataset

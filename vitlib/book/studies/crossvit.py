@@ -12,7 +12,6 @@ from functools import lru_cache
 from typing import Mapping, Sequence
 
 import torch
-from torch import nn
 
 from ...bench import count_flops, count_parameters, part_table
 from ...models import presets

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ...bench import attention_entries, count_flops, count_parameters, meta_parts, part_table
-from ...models import LeViT, ViT, presets
+from ...models import ViT, presets
 from ...models.presets import build_meta
 from ...models.levit import VIT_PYTORCH_STEM_WIDTHS
 from ...models.state import private_rng
