@@ -354,9 +354,11 @@ class NaViT(VisionModel):
         """
         x = self.embed(patches, plan)
         g, seq_len = plan.ids.shape
-        x = x.new_zeros(g * seq_len, x.shape[-1]).index_copy(0, plan.dest, x).view(g, seq_len, -1)
+        x = x.new_zeros(g * seq_len, x.shape[-1]).index_copy(0, plan.dest, x)
+        x = x.view(g, seq_len, -1)
         ids = plan.ids
-        return NaViTFeatures(self.transformer(x, mask=(ids[:, :, None] == ids[:, None, :])[:, None]), plan)
+        mask = (ids[:, :, None] == ids[:, None, :])[:, None]  # (sequences, 1, slots, slots)
+        return NaViTFeatures(self.transformer(x, mask=mask), plan)
 
     def forward_packed(self, patches: torch.Tensor, plan: PackPlan) -> torch.Tensor:
         """Logits ``(N, num_classes)`` from :meth:`prepare`'s output; tensor operations only."""
